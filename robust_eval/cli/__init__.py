@@ -1,0 +1,53 @@
+"""The `robust-eval` command. Each subcommand lives in its own module with `register(subparsers)`."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import List, Optional
+
+# module name -> the subcommands it registers; modules are imported only when present.
+SUBCOMMAND_MODULES = [
+    "evaluate",     # robust-eval evaluate
+    "corruptions",  # robust-eval corruptions generate|download
+    "train",        # robust-eval train
+    "run",          # robust-eval run CONFIG
+    "demo",         # robust-eval demo
+    "report",       # robust-eval report | baseline | check
+]
+
+
+class CliError(Exception):
+    """A user error: printed without a traceback, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from robust_eval import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="robust-eval",
+        description="Robustness evaluation for convolutional networks (ConvNorm and baselines).",
+    )
+    parser.add_argument("--version", action="version", version=f"robust-eval {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMAND_MODULES:
+        module = importlib.import_module(f"robust_eval.cli.{name}")
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except CliError as error:
+        print(f"robust-eval {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError, KeyError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"robust-eval {args.command}: error: {message}", file=sys.stderr)
+        return 2

@@ -1,0 +1,48 @@
+import math
+
+import pytest
+
+from robust_eval.registry import Registry, RegistryError
+from robust_eval.schema import COLUMNS, make_row, to_frame, wilson_interval
+
+
+def test_registry_register_list_and_suggest():
+    reg = Registry("model")
+
+    @reg.register("resnet20")
+    def make20():
+        return 20
+
+    reg.register("resnet56")(lambda: 56)
+    assert reg.list("resnet*") == ["resnet20", "resnet56"]
+    assert reg.get("resnet20")() == 20
+    with pytest.raises(RegistryError, match="did you mean 'resnet20'"):
+        reg.get("resnet2O")
+    with pytest.raises(ValueError, match="already registered"):
+        reg.register("resnet20")(make20)
+
+
+def test_registry_view_sees_later_leaf_entries():
+    leaf = {}
+    view = Registry.view("attack", leaf)
+    leaf["fgsm"] = object
+    assert "fgsm" in view and view.list() == ["fgsm"]
+
+
+def test_wilson_interval_known_values():
+    from scipy.stats import binomtest
+
+    for correct, n in [(81, 100), (0, 10), (10, 10), (917, 1000)]:
+        expected = binomtest(correct, n).proportion_ci(method="wilson")
+        assert wilson_interval(correct, n) == pytest.approx((expected.low, expected.high), abs=1e-12)
+    assert all(math.isnan(v) for v in wilson_interval(0, 0))
+
+
+def test_make_row_fills_schema_and_rejects_bad_values():
+    row = make_row(correct=3, n=4, model="m", benchmark="clean")
+    assert row["accuracy"] == 0.75 and row["ci_low"] < 0.75 < row["ci_high"]
+    assert list(to_frame([row]).columns[: len(COLUMNS)]) == COLUMNS
+    with pytest.raises(ValueError, match="unknown result column"):
+        make_row(correct=1, n=1, acc=1)
+    with pytest.raises(ValueError, match="must lie in"):
+        make_row(correct=5, n=4)
