@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 from typing import List, Optional
 
@@ -31,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"robust-eval {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
+        if importlib.util.find_spec(f"robust_eval.cli.{name}") is None:
+            continue
         module = importlib.import_module(f"robust_eval.cli.{name}")
         module.register(subparsers)
     return parser
