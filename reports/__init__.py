@@ -1,0 +1,28 @@
+"""reports: tables, plots, the PDF report and the regression gate.
+
+A leaf: it reads result DataFrames (the long schema, design.md) and never imports robust_eval,
+attacks or corruptions.
+"""
+from reports.export import to_latex, to_markdown
+from reports.regression import (CheckResult, check_against_baseline, format_check,
+                                freeze_baseline, read_baseline)
+from reports.results import CELL_KEY_COLUMNS, ResultSet, load_results, normalize_frame
+from reports.tables import (cell_means, detail_tables, formatted_summary, spectral_rows,
+                            summary_table)
+
+__all__ = [
+    "CELL_KEY_COLUMNS", "CheckResult", "ResultSet", "cell_means", "check_against_baseline",
+    "detail_tables", "format_check", "formatted_summary", "freeze_baseline", "load_results",
+    "normalize_frame", "read_baseline", "spectral_rows", "summary_table", "to_latex",
+    "to_markdown", "build_pdf_report", "all_figures", "save_all",
+]
+
+
+def __getattr__(name):  # plots and PDF import matplotlib: load them only when asked
+    if name == "build_pdf_report":
+        from reports.pdf import build_pdf_report
+        return build_pdf_report
+    if name in ("all_figures", "save_all"):
+        from reports import plots
+        return getattr(plots, name)
+    raise AttributeError(f"module 'reports' has no attribute {name!r}")

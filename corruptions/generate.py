@@ -1,0 +1,160 @@
+"""Batched, seeded CIFAR-10-C / ImageNet-C corruptions as torch operations (CPU or GPU).
+
+    apply_corruption(images, name, severity, *, params="cifar10", seed=0, indices=None)
+
+images: uint8 NCHW (0..255) or float NCHW in [0, 1], 3 channels; the result has the same dtype,
+shape and device. Randomness is counter-based (corruptions/ops/_rng.py): image n's output depends
+only on (seed, indices[n], corruption, severity), never on the batch it came in, its position, or
+the device. uint8 outputs are truncated like the reference scripts' np.uint8(...).
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Callable
+
+import torch
+
+from .ops import Context
+from .ops._rng import ImageRNG, image_keys
+from .ops.blur import defocus_blur, gaussian_blur, glass_blur, motion_blur, zoom_blur
+from .ops.digital import (brightness, contrast, elastic_transform, jpeg_compression, pixelate,
+                          saturate)
+from .ops.noise import gaussian_noise, impulse_noise, shot_noise, speckle_noise
+from .ops.weather import fog, frost, snow, spatter
+from .params import PARAMS
+
+BENCHMARK_CORRUPTIONS: tuple[str, ...] = (
+    "gaussian_noise", "shot_noise", "impulse_noise",
+    "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
+    "snow", "frost", "fog", "brightness",
+    "contrast", "elastic_transform", "pixelate", "jpeg_compression",
+)
+EXTRA_CORRUPTIONS: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+ALL_CORRUPTIONS: tuple[str, ...] = BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS
+CATEGORIES: dict[str, tuple[str, ...]] = {
+    "noise": BENCHMARK_CORRUPTIONS[0:3], "blur": BENCHMARK_CORRUPTIONS[3:7],
+    "weather": BENCHMARK_CORRUPTIONS[7:11], "digital": BENCHMARK_CORRUPTIONS[11:15],
+    "extra": EXTRA_CORRUPTIONS,
+}
+
+_KERNELS: dict[str, Callable] = {
+    "gaussian_noise": gaussian_noise, "shot_noise": shot_noise, "impulse_noise": impulse_noise,
+    "speckle_noise": speckle_noise, "defocus_blur": defocus_blur, "glass_blur": glass_blur,
+    "motion_blur": motion_blur, "zoom_blur": zoom_blur, "gaussian_blur": gaussian_blur,
+    "snow": snow, "frost": frost, "fog": fog, "spatter": spatter, "brightness": brightness,
+    "contrast": contrast, "saturate": saturate, "elastic_transform": elastic_transform,
+    "pixelate": pixelate, "jpeg_compression": jpeg_compression,
+}
+# Bytes of float32 work per chunk; chunks never change results (per-image randomness).
+_CHUNK_PIXELS = 1 << 22
+# float32 results that should be an exact level k can land at k - 1e-5; the reference
+# computes in float64, so nudge before truncating.
+_TRUNC_EPS = 2e-3
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or name not in _KERNELS:
+        close = difflib.get_close_matches(str(name), ALL_CORRUPTIONS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown corruption {name!r}{hint} Known: {', '.join(ALL_CORRUPTIONS)}")
+    return name
+
+
+def _check_severity(severity) -> int:
+    if isinstance(severity, bool) or not isinstance(severity, int) or not 1 <= severity <= 5:
+        try:
+            ok = int(severity) == severity and 1 <= int(severity) <= 5 and not isinstance(severity, bool)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"severity must be an integer in 1..5, got {severity!r}")
+    return int(severity)
+
+
+def _check_params(params: str) -> dict:
+    if params not in PARAMS:
+        raise ValueError(f"unknown params set {params!r}; choose one of {sorted(PARAMS)}")
+    return PARAMS[params]
+
+
+def _check_images(images) -> torch.Tensor:
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"images must be a torch.Tensor (NCHW), got {type(images).__name__}")
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must have shape (N, 3, H, W), got {tuple(images.shape)}")
+    if images.shape[2] < 8 or images.shape[3] < 8:
+        raise ValueError(f"images must be at least 8x8 pixels, got {tuple(images.shape[2:])}")
+    if images.dtype == torch.uint8:
+        return images
+    if not images.is_floating_point():
+        raise ValueError(f"images must be uint8 or float in [0, 1], got dtype {images.dtype}")
+    if images.numel():
+        lo, hi = float(images.min()), float(images.max())
+        if not (lo >= 0.0 and hi <= 1.0):  # also catches NaN
+            raise ValueError(f"float images must lie in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
+    return images
+
+
+def _indices(indices, n: int, device) -> torch.Tensor:
+    if indices is None:
+        return torch.arange(n, dtype=torch.int64, device=device)
+    idx = torch.as_tensor(indices, device=device)
+    if idx.ndim != 1 or idx.numel() != n:
+        raise ValueError(f"indices must be a 1-D sequence of {n} ints, got shape {tuple(idx.shape)}")
+    if idx.is_floating_point() or idx.dtype == torch.bool:
+        raise ValueError(f"indices must be integers, got dtype {idx.dtype}")
+    if n and int(idx.min()) < 0:
+        raise ValueError("indices must be non-negative")
+    return idx.to(torch.int64)
+
+
+def apply_corruption(images: torch.Tensor, name: str, severity: int, *, params: str = "cifar10",
+                     seed: int = 0, indices=None) -> torch.Tensor:
+    """Corrupt a batch; see the module docstring. Raises ValueError on any bad argument."""
+    name = _check_name(name)
+    severity = _check_severity(severity)
+    table = _check_params(params)
+    images = _check_images(images)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    n, _, h, w = images.shape
+    idx = _indices(indices, n, images.device)
+    if n == 0:
+        return images.clone()
+    p = table[name][severity - 1]
+    keys = image_keys(seed, idx, ALL_CORRUPTIONS.index(name), severity)
+    quantized = images.dtype == torch.uint8
+    kernel = _KERNELS[name]
+    chunk = max(1, _CHUNK_PIXELS // (h * w))
+    outs = []
+    for start in range(0, n, chunk):
+        part = images[start:start + chunk]
+        x = part.to(torch.float32) / 255.0 if quantized else part.to(torch.float32)
+        ctx = Context(rng=ImageRNG(keys[start:start + chunk]), quantized=quantized, param_set=params)
+        y = kernel(x, p, ctx).clamp_(0.0, 1.0)
+        if quantized:
+            y = torch.floor(y * 255.0 + _TRUNC_EPS).clamp_(0, 255).to(torch.uint8)
+        else:
+            y = y.to(images.dtype)
+        outs.append(y)
+    return torch.cat(outs) if len(outs) > 1 else outs[0]
+
+
+def corrupt_batch(images: torch.Tensor, name: str, severities=(1, 2, 3, 4, 5), **kwargs):
+    """{severity: apply_corruption(images, name, severity, **kwargs)} for several severities."""
+    return {s: apply_corruption(images, name, s, **kwargs) for s in severities}
+
+
+def _make_public(name: str) -> Callable:
+    def corruption(images, severity, *, params="cifar10", seed=0, indices=None):
+        return apply_corruption(images, name, severity, params=params, seed=seed, indices=indices)
+
+    corruption.__name__ = corruption.__qualname__ = name
+    corruption.__doc__ = f"apply_corruption(images, {name!r}, severity, ...)"
+    return corruption
+
+
+CORRUPTIONS: dict[str, Callable] = {name: _make_public(name) for name in ALL_CORRUPTIONS}
+
+__all__ = ["apply_corruption", "corrupt_batch", "CORRUPTIONS", "BENCHMARK_CORRUPTIONS",
+           "EXTRA_CORRUPTIONS", "ALL_CORRUPTIONS", "CATEGORIES", "PARAMS"]

@@ -1,0 +1,15 @@
+"""Batched corruption kernels, one module per family. Each kernel is
+`fn(x, p, ctx) -> y`: x float NCHW in [0, 1], p the severity's parameter entry, ctx a `Context`;
+y float in [0, 1] before the caller's 8-bit quantisation."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._rng import ImageRNG
+
+
+@dataclass
+class Context:
+    rng: ImageRNG
+    quantized: bool  # input was uint8: emulate the reference's 8-bit intermediate steps
+    param_set: str  # "cifar10" or "imagenet"

@@ -1,0 +1,203 @@
+"""Shared image helpers: padding modes of scipy/OpenCV, separable filters, PIL box resampling,
+scipy-style zoom, HSV round trips. All act on float NCHW (or N1HW) tensors."""
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def border_index(n: int, lo: int, hi: int, mode: str) -> np.ndarray:
+    """Source index for positions -lo .. n+hi-1 under a border mode.
+
+    'nearest' (scipy nearest / OpenCV REPLICATE), 'reflect' (scipy reflect = d c b a | a b c d),
+    'reflect101' (OpenCV default = d c b | a b c d).
+    """
+    i = np.arange(-lo, n + hi)
+    if mode == "nearest":
+        return np.clip(i, 0, n - 1)
+    if mode == "reflect":
+        period = 2 * n
+        i = np.mod(i, period)
+        return np.where(i >= n, period - 1 - i, i)
+    if mode == "reflect101":
+        if n == 1:
+            return np.zeros_like(i)
+        period = 2 * n - 2
+        i = np.mod(i, period)
+        return np.where(i >= n, period - i, i)
+    raise ValueError(f"unknown border mode {mode!r}")
+
+
+def pad2d(x: torch.Tensor, top: int, bottom: int, left: int, right: int, mode: str) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    rows = torch.as_tensor(border_index(h, top, bottom, mode), device=x.device)
+    cols = torch.as_tensor(border_index(w, left, right, mode), device=x.device)
+    return x.index_select(-2, rows).index_select(-1, cols)
+
+
+@functools.lru_cache(maxsize=64)
+def gaussian_taps(sigma: float, truncate: float = 4.0) -> tuple[float, ...]:
+    """scipy.ndimage.gaussian_filter1d weights (radius = int(truncate * sigma + 0.5))."""
+    radius = int(truncate * float(sigma) + 0.5)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    w = np.exp(-0.5 * (x / sigma) ** 2)
+    return tuple((w / w.sum()).tolist())
+
+
+def separable_filter(x: torch.Tensor, taps_v, taps_h, mode: str) -> torch.Tensor:
+    """Correlate each channel with taps_v along H and taps_h along W under a border mode."""
+    n, c, h, w = x.shape
+    kv, kh = len(taps_v) // 2, len(taps_h) // 2
+    y = x.reshape(n * c, 1, h, w)
+    y = pad2d(y, kv, kv, kh, kh, mode)
+    wv = torch.tensor(taps_v, dtype=x.dtype, device=x.device).view(1, 1, -1, 1)
+    wh = torch.tensor(taps_h, dtype=x.dtype, device=x.device).view(1, 1, 1, -1)
+    y = F.conv2d(F.conv2d(y, wh), wv)
+    return y.reshape(n, c, h, w)
+
+
+def gaussian_filter(x: torch.Tensor, sigma: float, mode: str = "nearest", truncate: float = 4.0):
+    """skimage.filters.gaussian / scipy gaussian_filter over H and W (channels independent)."""
+    if sigma <= 0:
+        return x
+    taps = gaussian_taps(float(sigma), float(truncate))
+    return separable_filter(x, taps, taps, mode)
+
+
+def filter2d(x: torch.Tensor, kernel: np.ndarray, mode: str = "reflect101") -> torch.Tensor:
+    """cv2.filter2D (correlation, centred anchor) per channel."""
+    n, c, h, w = x.shape
+    kh, kw = kernel.shape
+    y = pad2d(x.reshape(n * c, 1, h, w), kh // 2, kh - 1 - kh // 2, kw // 2, kw - 1 - kw // 2, mode)
+    k = torch.as_tensor(kernel, dtype=x.dtype, device=x.device).view(1, 1, kh, kw)
+    return F.conv2d(y, k).reshape(n, c, h, w)
+
+
+# ---- PIL resampling (BOX) as matrices -------------------------------------------------------
+@functools.lru_cache(maxsize=64)
+def pil_box_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """PIL's precompute_coeffs for the BOX filter: out = M @ in along one axis."""
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = 0.5 * filterscale
+    m = np.zeros((out_size, in_size), dtype=np.float64)
+    for xx in range(out_size):
+        center = (xx + 0.5) * scale
+        xmin = max(int(center - support + 0.5), 0)
+        xmax = min(int(center + support + 0.5), in_size)
+        ws = [1.0 if -0.5 < (x - center + 0.5) / filterscale <= 0.5 else 0.0
+              for x in range(xmin, xmax)]
+        total = sum(ws)
+        if total:
+            m[xx, xmin:xmax] = np.asarray(ws) / total
+    return m
+
+
+def pil_box_resize(x: torch.Tensor, out_h: int, out_w: int, round_8bit: bool) -> torch.Tensor:
+    """PIL Image.resize(..., BOX): horizontal pass then vertical, 8-bit rounding after each."""
+    h, w = x.shape[-2:]
+    dt = torch.float64
+    y = x.to(dt)
+    if out_w != w:
+        y = y @ torch.as_tensor(pil_box_matrix(w, out_w).T, dtype=dt, device=x.device)
+        if round_8bit:
+            y = torch.floor(y * 255.0 + 0.5).clamp(0, 255) / 255.0
+    if out_h != h:
+        y = torch.as_tensor(pil_box_matrix(h, out_h), dtype=dt, device=x.device) @ y
+        if round_8bit:
+            y = torch.floor(y * 255.0 + 0.5).clamp(0, 255) / 255.0
+    return y.to(x.dtype)
+
+
+# ---- scipy.ndimage.zoom(order=1) crop-and-zoom (clipped_zoom of the reference) -------------
+def _zoom_axis_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """Linear interpolation with scipy's grid_mode=False mapping o -> o * (in-1)/(out-1)."""
+    m = np.zeros((n_out, n_in))
+    if n_out == 1 or n_in == 1:
+        m[:, 0] = 1.0
+        return m
+    pos = np.arange(n_out) * (n_in - 1) / (n_out - 1)
+    i0 = np.clip(np.floor(pos).astype(int), 0, n_in - 1)
+    i1 = np.clip(i0 + 1, 0, n_in - 1)
+    f = pos - i0
+    m[np.arange(n_out), i0] += 1 - f
+    m[np.arange(n_out), i1] += f
+    return m
+
+
+@functools.lru_cache(maxsize=256)
+def clipped_zoom_matrix(n: int, zoom: float, trim: str) -> np.ndarray:
+    """One axis of clipped_zoom: centre-crop ceil(n/zoom), zoom (order 1), keep n pixels.
+
+    trim='centre' (Hendrycks' scripts) or 'start' (imagecorruptions keeps the first n)."""
+    ch = int(np.ceil(n / float(zoom)))
+    top = (n - ch) // 2
+    n_out = int(round(ch * zoom))
+    m = _zoom_axis_matrix(ch, n_out)
+    start = (n_out - n) // 2 if trim == "centre" else 0
+    start = max(start, 0)
+    full = np.zeros((n, n))
+    rows = m[start:start + n]
+    full[: rows.shape[0], top:top + ch] = rows
+    return full
+
+
+def clipped_zoom(x: torch.Tensor, zoom: float, trim: str = "centre") -> torch.Tensor:
+    h, w = x.shape[-2:]
+    mh = torch.as_tensor(clipped_zoom_matrix(h, float(zoom), trim), dtype=x.dtype, device=x.device)
+    mw = torch.as_tensor(clipped_zoom_matrix(w, float(zoom), trim), dtype=x.dtype, device=x.device)
+    return mh @ x @ mw.T
+
+
+# ---- HSV (skimage.color formulas) --------------------------------------------------------------
+def rgb_to_hsv(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r, g, b = x[:, 0], x[:, 1], x[:, 2]
+    v = x.max(dim=1).values
+    delta = v - x.min(dim=1).values
+    safe = torch.where(delta == 0, torch.ones_like(delta), delta)
+    s = torch.where(delta == 0, torch.zeros_like(v), delta / torch.where(v == 0, torch.ones_like(v), v))
+    h = torch.where(r == v, (g - b) / safe, torch.zeros_like(v))
+    h = torch.where(g == v, 2.0 + (b - r) / safe, h)
+    h = torch.where(b == v, 4.0 + (r - g) / safe, h)
+    h = torch.remainder(h / 6.0, 1.0)
+    h = torch.where(delta == 0, torch.zeros_like(h), h)
+    return h, s, v
+
+
+def hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    hi = torch.floor(h * 6)
+    f = h * 6 - hi
+    p = v * (1 - s)
+    q = v * (1 - f * s)
+    t = v * (1 - (1 - f) * s)
+    hi = torch.remainder(hi, 6).to(torch.int64)
+    choices = torch.stack([
+        torch.stack((v, t, p), 1), torch.stack((q, v, p), 1), torch.stack((p, v, t), 1),
+        torch.stack((p, q, v), 1), torch.stack((t, p, v), 1), torch.stack((v, p, q), 1),
+    ], 0)  # 6, N, 3, H, W
+    idx = hi.unsqueeze(0).unsqueeze(2).expand(1, -1, 3, -1, -1)
+    return torch.gather(choices, 0, idx).squeeze(0)
+
+
+def rgb_to_gray(x: torch.Tensor) -> torch.Tensor:
+    """cv2.COLOR_RGB2GRAY weights, N1HW."""
+    return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+
+
+def gather_shifted(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
+    """out[n, :, y, x] = x[n, :, clamp(y - dy[n]), clamp(x - dx[n])] (edge-replicating shift)."""
+    n, c, h, w = x.shape
+    ys = torch.arange(h, device=x.device)
+    xs = torch.arange(w, device=x.device)
+    yy = (ys.view(1, h) - dy.view(n, 1)).clamp(0, h - 1)
+    xx = (xs.view(1, w) - dx.view(n, 1)).clamp(0, w - 1)
+    flat = (yy.unsqueeze(2) * w + xx.unsqueeze(1)).view(n, 1, h * w).expand(n, c, h * w)
+    return torch.gather(x.reshape(n, c, h * w), 2, flat).view(n, c, h, w)
+
+
+def next_power_of_2(v: int) -> int:
+    return 1 if v <= 1 else 2 ** math.ceil(math.log2(v))

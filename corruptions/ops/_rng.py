@@ -1,0 +1,101 @@
+"""Counter-based random numbers: each image's stream is a pure function of its key.
+
+A key is hashed from (seed, global image index, corruption id, severity); element e of stream s of
+that image is lowbias32(H(e, s) ^ key). Everything is int32 tensor arithmetic (wrapping multiply,
+masked shifts), so the bits are identical on CPU and GPU and do not depend on batch size or order.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+_M1 = 0x7FEB352D
+_M2 = 0x846CA68B
+_MASK32 = 0xFFFFFFFF
+
+
+def _signed(v: int) -> int:
+    v &= _MASK32
+    return v - (1 << 32) if v >= (1 << 31) else v
+
+
+def mix32_int(x: int) -> int:
+    """lowbias32 on a Python int (mod 2**32); the reference for the tensor version."""
+    x &= _MASK32
+    x ^= x >> 16
+    x = (x * _M1) & _MASK32
+    x ^= x >> 15
+    x = (x * _M2) & _MASK32
+    x ^= x >> 16
+    return x
+
+
+def mix32(x: torch.Tensor) -> torch.Tensor:
+    """lowbias32 on an int32 tensor (bit pattern = the unsigned value); logical shifts by masking."""
+    x = x ^ ((x >> 16) & 0xFFFF)
+    x = x * _signed(_M1)
+    x = x ^ ((x >> 15) & 0x1FFFF)
+    x = x * _signed(_M2)
+    x = x ^ ((x >> 16) & 0xFFFF)
+    return x
+
+
+def image_keys(seed: int, indices: torch.Tensor, corruption_id: int, severity: int) -> torch.Tensor:
+    """One int32 key per image from its global index (int64 tensor) and the corruption cell."""
+    base = mix32_int(seed & _MASK32)
+    base = mix32_int(base ^ ((seed >> 32) & _MASK32))
+    base = mix32_int(base ^ (corruption_id * 16 + severity) ^ 0x9E3779B9)
+    idx = indices.to(torch.int64)
+    lo = (idx & _MASK32).to(torch.int64)
+    lo = torch.where(lo >= (1 << 31), lo - (1 << 32), lo).to(torch.int32)
+    hi = ((idx >> 32) & 0x7FFFFFFF).to(torch.int32)
+    k = mix32(lo ^ _signed(base))
+    return mix32(k ^ mix32(hi ^ _signed(mix32_int(base))))
+
+
+class ImageRNG:
+    """Random tensors of shape (N, *shape) whose row n depends only on key n and the stream id."""
+
+    def __init__(self, keys: torch.Tensor):
+        self.keys = keys
+        self.device = keys.device
+
+    def __len__(self) -> int:
+        return self.keys.numel()
+
+    def subset(self, mask: torch.Tensor) -> "ImageRNG":
+        return ImageRNG(self.keys[mask])
+
+    def bits(self, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
+        numel = math.prod(shape)
+        salt = _signed(mix32_int(stream * 0x632BE5AB + 0x5BD1E995))
+        counters = torch.arange(numel, dtype=torch.int32, device=self.device)
+        per_element = mix32(mix32(counters ^ salt) ^ _signed(mix32_int(salt)))
+        out = mix32(per_element.unsqueeze(0) ^ self.keys.unsqueeze(1))
+        return out.view(len(self), *shape)
+
+    def uniform(self, stream: int, shape: tuple[int, ...], dtype=torch.float32) -> torch.Tensor:
+        """Uniform on (0, 1]: 24 random bits, (k + 1) / 2**24, exact in float32."""
+        b = (self.bits(stream, shape) >> 8) & 0xFFFFFF
+        return (b.to(dtype) + 1.0) * (1.0 / 16777216.0)
+
+    def normal(self, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
+        """Standard normals by Box-Muller on pairs of uniforms."""
+        numel = math.prod(shape)
+        half = (numel + 1) // 2
+        u = self.uniform(stream, (2 * half,))
+        r = torch.sqrt(-2.0 * torch.log(u[:, :half]))
+        theta = (2.0 * math.pi) * u[:, half:]
+        z = torch.cat([r * torch.cos(theta), r * torch.sin(theta)], dim=1)[:, :numel]
+        return z.reshape(len(self), *shape)
+
+    def randint(self, stream: int, shape: tuple[int, ...], low: int, high: int) -> torch.Tensor:
+        """Integers in [low, high) (numpy randint convention), int64."""
+        u = self.uniform(stream, shape, dtype=torch.float64)
+        span = high - low
+        return (low + torch.clamp(torch.floor((u - 2.0 ** -25) * span), 0, span - 1)).to(torch.int64)
+
+    def uniform_range(self, stream: int, shape: tuple[int, ...], low: float, high: float,
+                      dtype=torch.float32) -> torch.Tensor:
+        return low + (high - low) * (self.uniform(stream, shape, dtype=dtype) - 2.0 ** -25)

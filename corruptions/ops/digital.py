@@ -1,0 +1,109 @@
+"""Digital family (+ the colour ones): contrast, brightness, saturate, pixelate, jpeg, elastic."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import Context
+from ._image import border_index, gaussian_filter, hsv_to_rgb, pil_box_resize, rgb_to_hsv
+
+
+def contrast(x: torch.Tensor, c: float, ctx: Context) -> torch.Tensor:
+    means = x.mean(dim=(2, 3), keepdim=True)
+    return (x - means) * c + means
+
+
+def brightness(x: torch.Tensor, c: float, ctx: Context) -> torch.Tensor:
+    h, s, v = rgb_to_hsv(x)
+    return hsv_to_rgb(h, s, torch.clamp(v + c, 0, 1))
+
+
+def saturate(x: torch.Tensor, p: tuple, ctx: Context) -> torch.Tensor:
+    h, s, v = rgb_to_hsv(x)
+    return hsv_to_rgb(h, torch.clamp(s * p[0] + p[1], 0, 1), v)
+
+
+def pixelate(x: torch.Tensor, c: float, ctx: Context) -> torch.Tensor:
+    """PIL BOX down to int(size * c), then BOX back up (Hendrycks' make_cifar_c/make_imagenet_c;
+    imagecorruptions upsamples with NEAREST instead)."""
+    h, w = x.shape[-2:]
+    small = pil_box_resize(x, int(h * c), int(w * c), ctx.quantized)
+    return pil_box_resize(small, h, w, ctx.quantized)
+
+
+def jpeg_compression(x: torch.Tensor, quality: int, ctx: Context) -> torch.Tensor:
+    """PIL JPEG encode/decode at `quality`, inherently one image at a time (on the CPU)."""
+    u8 = torch.floor(x * 255.0 + 0.5).clamp(0, 255).to(torch.uint8)
+    arr = u8.permute(0, 2, 3, 1).cpu().numpy()
+    out = np.empty_like(arr)
+    for i, img in enumerate(arr):
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, "JPEG", quality=int(quality))
+        buf.seek(0)
+        out[i] = np.asarray(Image.open(buf).convert("RGB"))
+    return torch.from_numpy(out).to(x.device).permute(0, 3, 1, 2).to(x.dtype) / 255.0
+
+
+def _bilinear_reflect(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, mode: str):
+    """Sample x (N,C,H,W) at float coordinates rows/cols (N,H,W), order 1, border `mode`."""
+    n, c, h, w = x.shape
+    r0 = torch.floor(rows)
+    c0 = torch.floor(cols)
+    fr = (rows - r0).unsqueeze(1)
+    fc = (cols - c0).unsqueeze(1)
+    pad = int(max(rows.abs().max().item() - h, cols.abs().max().item() - w, 0)) + 4 + max(h, w)
+    ridx = torch.as_tensor(border_index(h, pad, pad, mode), device=x.device)
+    cidx = torch.as_tensor(border_index(w, pad, pad, mode), device=x.device)
+    r0 = r0.to(torch.int64) + pad
+    c0 = c0.to(torch.int64) + pad
+    flat = x.reshape(n, c, h * w)
+
+    def tap(rr, cc):
+        idx = (ridx[rr] * w + cidx[cc]).view(n, 1, h * w).expand(n, c, h * w)
+        return torch.gather(flat, 2, idx).view(n, c, h, w)
+
+    top = tap(r0, c0) * (1 - fc) + tap(r0, c0 + 1) * fc
+    bottom = tap(r0 + 1, c0) * (1 - fc) + tap(r0 + 1, c0 + 1) * fc
+    return top * (1 - fr) + bottom * fr
+
+
+def _affine_from_points(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """cv2.getAffineTransform for a batch: (N,3,2) x (N,3,2) -> (N,2,3), float64."""
+    ones = torch.ones(src.shape[0], 3, 1, dtype=src.dtype, device=src.device)
+    a = torch.cat([src, ones], dim=2)  # N,3,3
+    return torch.linalg.solve(a, dst).transpose(1, 2)
+
+
+def elastic_transform(x: torch.Tensor, p: tuple, ctx: Context) -> torch.Tensor:
+    """Hendrycks' elastic: random affine (cv2.warpAffine, BORDER_REFLECT_101), then a smoothed
+    random displacement (alpha, sigma), bilinear with scipy 'reflect' borders."""
+    alpha, sigma, affine = p
+    n, ch, h, w = x.shape
+    rng = ctx.rng
+    dev = x.device
+    centre = torch.tensor([h // 2, w // 2], dtype=torch.float64)
+    sq = min(h, w) // 3
+    pts1 = torch.stack([centre + sq, torch.stack([centre[0] + sq, centre[1] - sq]), centre - sq])
+    pts1 = pts1.to(dev).unsqueeze(0).expand(n, 3, 2)
+    shift = rng.uniform_range(0, (3, 2), -affine, affine, dtype=torch.float64).to(torch.float32)
+    pts2 = pts1 + shift.to(torch.float64)
+    m = _affine_from_points(pts1, pts2)  # maps src (x, y) -> dst
+    full = torch.cat([m, torch.tensor([0, 0, 1.0], dtype=torch.float64, device=dev).expand(n, 1, 3)], 1)
+    inv = torch.linalg.inv(full)[:, :2]  # dst -> src, what warpAffine samples
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64, device=dev),
+                            torch.arange(w, dtype=torch.float64, device=dev), indexing="ij")
+    src_x = inv[:, 0, 0, None, None] * xs + inv[:, 0, 1, None, None] * ys + inv[:, 0, 2, None, None]
+    src_y = inv[:, 1, 0, None, None] * xs + inv[:, 1, 1, None, None] * ys + inv[:, 1, 2, None, None]
+    warped = _bilinear_reflect(x, src_y.to(x.dtype), src_x.to(x.dtype), "reflect101")
+
+    if alpha == 0:
+        return warped
+    fields = rng.uniform_range(1, (2, h, w), -1.0, 1.0, dtype=torch.float64)
+    fields = gaussian_filter(fields, float(sigma), mode="reflect", truncate=3.0) * alpha
+    dx, dy = fields[:, 0].to(x.dtype), fields[:, 1].to(x.dtype)
+    grid_y = ys.to(x.dtype).unsqueeze(0) + dy
+    grid_x = xs.to(x.dtype).unsqueeze(0) + dx
+    return _bilinear_reflect(warped, grid_y, grid_x, "reflect")

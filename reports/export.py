@@ -1,0 +1,70 @@
+"""Markdown and LaTeX renderings of a (formatted, string-valued) table; no extra dependencies."""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import pandas as pd
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                  "^": r"\textasciicircum{}"}
+
+
+def _rows(table: pd.DataFrame) -> List[List[str]]:
+    index_name = table.index.name or ""
+    header = [str(index_name)] + [str(c) for c in table.columns]
+    body = [[str(i)] + ["" if pd.isna(v) else str(v) for v in row]
+            for i, row in zip(table.index, table.itertuples(index=False))]
+    return [header] + body
+
+
+def to_markdown(table: pd.DataFrame, notes: Optional[Dict[str, str]] = None) -> str:
+    rows = _rows(table)
+    escape = [[cell.replace("|", r"\|") for cell in row] for row in rows]
+    widths = [max(len(r[i]) for r in escape) for i in range(len(escape[0]))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(escape[0], widths)) + " |",
+             "|" + "|".join([":" + "-" * (widths[0] + 1)] +
+                            ["-" * (w + 1) + ":" for w in widths[1:]]) + "|"]
+    lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |"
+              for row in escape[1:]]
+    if notes:
+        lines.append("")
+        lines += [f"- **{name}**: {text}" for name, text in notes.items()]
+    return "\n".join(lines) + "\n"
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def to_latex(table: pd.DataFrame, caption: str = "", label: str = "") -> str:
+    """A booktabs tabular (needs \\usepackage{booktabs}); the best value per column in bold."""
+    rows = _rows(table)
+    best = {}
+    for j, column in enumerate(table.columns, start=1):
+        values = pd.to_numeric(table[column], errors="coerce")
+        if values.notna().sum() > 1 and "mCE" not in str(column):
+            best[j] = values.max()
+        elif values.notna().sum() > 1:
+            best[j] = values.min()  # lower mCE is better
+    lines = [r"\begin{table}[t]", r"\centering",
+             r"\begin{tabular}{l" + "r" * (len(rows[0]) - 1) + "}", r"\toprule",
+             " & ".join(latex_escape(c) for c in rows[0]) + r" \\", r"\midrule"]
+    for row in rows[1:]:
+        cells = []
+        for j, cell in enumerate(row):
+            text = latex_escape(cell)
+            try:
+                if j in best and float(cell) == best[j]:
+                    text = r"\textbf{" + text + "}"
+            except ValueError:
+                pass
+            cells.append(text)
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if caption:
+        lines.append(r"\caption{" + latex_escape(caption) + "}")
+    if label:
+        lines.append(r"\label{" + label + "}")
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,244 @@
+"""Tables: every table is a view of the long result frame.
+
+Rows of one cell measured with several seeds are averaged first (`cell_means`); the headline
+summary then picks, per benchmark, the cells a paper would quote (see `summary_table`).
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from reports.results import CELL_KEY_COLUMNS, ok_rows, parse_params
+from reports.stats import eps_label, wilson_interval
+
+HEADLINE_EPS = {"linf": 8 / 255, "l2": 0.5}  # the budgets CIFAR papers quote
+
+
+def model_order(frame: pd.DataFrame) -> List[str]:
+    """Models in order of first appearance (the order the run config listed them)."""
+    return list(dict.fromkeys(frame["model"].astype(str)))
+
+
+def cell_means(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell key: accuracy averaged over seeds, with a 95 % interval.
+
+    The interval of a multi-seed cell is Wilson's at one run's n: the seeds re-draw noise on the
+    same images, so pooling their counts would overstate the evidence.
+    """
+    rows = ok_rows(frame)
+    rows = rows[rows["accuracy"].notna()]
+    if rows.empty:
+        return pd.DataFrame(columns=CELL_KEY_COLUMNS + ["accuracy", "ci_low", "ci_high", "n",
+                                                        "correct", "seeds", "seed_std"])
+    out = []
+    for key, group in rows.groupby(CELL_KEY_COLUMNS, dropna=False, sort=False):
+        record = dict(zip(CELL_KEY_COLUMNS, key))
+        n, correct = group["n"].mean(), group["correct"].mean()
+        record.update(accuracy=group["accuracy"].mean(), n=n, correct=correct,
+                      seeds=len(group), seed_std=group["accuracy"].std(ddof=1),
+                      checkpoint_sha256=group["checkpoint_sha256"].iloc[0],
+                      arch=group["arch"].iloc[0], norm=group["norm"].iloc[0])
+        if len(group) == 1 and pd.notna(group["ci_low"].iloc[0]):
+            record.update(ci_low=group["ci_low"].iloc[0], ci_high=group["ci_high"].iloc[0])
+        else:
+            record["ci_low"], record["ci_high"] = wilson_interval(correct, n)
+        out.append(record)
+    return pd.DataFrame(out)
+
+
+def _pick_eps(cells: pd.DataFrame, threat: str) -> float:
+    eps_values = sorted(e for e in cells["eps"].dropna().unique() if e > 0)
+    if not eps_values:
+        return math.nan
+    target = HEADLINE_EPS.get(str(threat))
+    for e in eps_values:
+        if target is not None and abs(e - target) < 1e-6:
+            return e
+    return eps_values[-1]
+
+
+def _label_noise_cells(cells: pd.DataFrame) -> pd.DataFrame:
+    """Label-noise cells of one metric: 'last' (final epoch, no test-set selection) when present."""
+    noise = cells[cells["benchmark"] == "label_noise"]
+    metrics = set(noise["metric"].dropna().astype(str))
+    if "last" in metrics:
+        return noise[noise["metric"].astype(str) == "last"]
+    if metrics:
+        return noise[noise["metric"].astype(str) == sorted(metrics)[0]]
+    return noise
+
+
+def summary_table(frame: pd.DataFrame,
+                  corruption_reference: Optional[Dict[str, Sequence[float]]] = None) -> pd.DataFrame:
+    """Headline numbers per model, as fractions in [0, 1] (NaN where not measured).
+
+    Columns: clean; corruption = unweighted mean accuracy over every (corruption, severity) cell;
+    mCE when `corruption_reference` (corruption -> 5 reference errors, e.g. AlexNet's) is given;
+    one column per (attack, threat) at 8/255 (linf) or 0.5 (l2) when measured, else the largest
+    eps, at the most steps/restarts; one column per label-noise type at its highest rate.
+    `frame.attrs["notes"]` says what each column is.
+    """
+    cells = cell_means(frame)
+    models = model_order(frame)
+    table = pd.DataFrame(index=pd.Index(models, name="model"))
+    notes: Dict[str, str] = {}
+    if cells.empty:
+        table.attrs["notes"] = notes
+        return table
+
+    clean = cells[cells["benchmark"] == "clean"]
+    if not clean.empty:
+        table["clean"] = clean.groupby("model")["accuracy"].mean()
+        notes["clean"] = "top-1 accuracy on the clean test set"
+
+    corruption = cells[cells["benchmark"] == "corruption"]
+    if not corruption.empty:
+        table["corruption"] = corruption.groupby("model")["accuracy"].mean()
+        k = corruption["corruption"].nunique()
+        s = corruption["severity"].nunique()
+        notes["corruption"] = (f"mean accuracy over {k} corruption(s) x {s} severit(y/ies); "
+                               f"mean corruption error = 1 - this")
+        if corruption_reference:
+            table["mCE"] = pd.Series({m: mean_corruption_error(g, corruption_reference)
+                                      for m, g in corruption.groupby("model")})
+            notes["mCE"] = "mean over corruptions of sum_s err / sum_s reference err (ratio)"
+
+    attacks = cells[cells["benchmark"] == "attack"]
+    for (attack, threat), group in attacks.groupby(["attack", "threat"], dropna=False, sort=False):
+        eps = _pick_eps(group, threat)
+        if math.isnan(eps):
+            continue
+        group = group[(group["eps"] - eps).abs() < 1e-9]
+        steps = group["steps"].max()
+        if pd.notna(steps):
+            group = group[group["steps"] == steps]
+        restarts = group["restarts"].max()
+        if pd.notna(restarts):
+            group = group[group["restarts"] == restarts]
+        name = f"{attack} {eps_label(eps)}"
+        table[name] = group.groupby("model")["accuracy"].mean()
+        detail = f", {int(steps)} steps" if pd.notna(steps) and steps > 1 else ""
+        notes[name] = f"robust accuracy under {attack} ({threat}), eps={eps_label(eps)}{detail}"
+
+    noise = _label_noise_cells(cells)
+    for noise_type, group in noise.groupby("noise_type", dropna=False, sort=False):
+        rate = group["noise_rate"].max()
+        group = group[group["noise_rate"] == rate]
+        label = "" if pd.isna(noise_type) else f"{noise_type} "
+        name = f"label noise {label}{rate:.0%}"
+        table[name] = group.groupby("model")["accuracy"].mean()
+        metric = group["metric"].dropna()
+        which = f" ({metric.iloc[0]} epoch)" if len(metric) else ""
+        notes[name] = f"test accuracy after training with {label}label noise at {rate:.0%}{which}"
+    table.attrs["notes"] = notes
+    return table
+
+
+def mean_corruption_error(cells: pd.DataFrame, reference: Dict[str, Sequence[float]]) -> float:
+    """ImageNet-C mCE: mean over corruptions of sum_s E(f,s,c) / sum_s E(ref,s,c)."""
+    ratios = []
+    for name, group in cells.groupby("corruption"):
+        ref = reference.get(str(name))
+        if ref is None:
+            continue
+        errs = {int(s): 1 - a for s, a in zip(group["severity"], group["accuracy"])}
+        sev = [s for s in range(1, len(ref) + 1) if s in errs]
+        if not sev:
+            continue
+        ratios.append(sum(errs[s] for s in sev) / sum(ref[s - 1] for s in sev))
+    return float(np.mean(ratios)) if ratios else math.nan
+
+
+def format_percent(value: float, digits: int = 2) -> str:
+    return "-" if value is None or pd.isna(value) else f"{100 * value:.{digits}f}"
+
+
+def formatted_summary(summary: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
+    """Strings for display: accuracies in %, mCE as a ratio."""
+    out = pd.DataFrame(index=summary.index)
+    for column in summary.columns:
+        if column == "mCE":
+            out["mCE"] = [("-" if pd.isna(v) else f"{v:.3f}") for v in summary[column]]
+        else:
+            out[f"{column} (%)"] = [format_percent(v, digits) for v in summary[column]]
+    return out
+
+
+def detail_tables(frame: pd.DataFrame) -> Dict[str, pd.DataFrame]:
+    """One pivot per benchmark: rows = model (+ variant), columns = the swept parameter, % values."""
+    cells = cell_means(frame)
+    tables: Dict[str, pd.DataFrame] = {}
+    if cells.empty:
+        return tables
+    pct = cells.assign(accuracy=100 * cells["accuracy"])
+    corruption = pct[pct["benchmark"] == "corruption"]
+    if not corruption.empty:
+        for model, group in corruption.groupby("model", sort=False):
+            pivot = group.pivot_table(index="corruption", columns="severity", values="accuracy",
+                                      aggfunc="mean", sort=False)
+            pivot.columns = [f"s{int(c)}" for c in pivot.columns]
+            pivot["mean"] = pivot.mean(axis=1)
+            tables[f"corruption accuracy (%) - {model}"] = pivot
+    attacks = pct[pct["benchmark"] == "attack"]
+    if not attacks.empty:
+        attacks = attacks.assign(
+            attack_label=[f"{a} ({t}, {int(s)} steps)" if pd.notna(s) and s > 1 else f"{a} ({t})"
+                          for a, t, s in zip(attacks["attack"], attacks["threat"], attacks["steps"])],
+            eps_label=[eps_label(e) for e in attacks["eps"]])
+        pivot = attacks.pivot_table(index=["model", "attack_label"], columns="eps",
+                                    values="accuracy", aggfunc="mean", sort=False)
+        pivot.columns = [eps_label(c) for c in pivot.columns]
+        tables["robust accuracy (%) vs eps"] = pivot
+    noise = pct[pct["benchmark"] == "label_noise"]
+    if not noise.empty:
+        noise = noise.assign(metric=noise["metric"].fillna("-"),
+                             noise_type=noise["noise_type"].fillna("-"))
+        pivot = noise.pivot_table(index=["model", "noise_type", "metric"], columns="noise_rate",
+                                  values="accuracy", aggfunc="mean", sort=False)
+        pivot.columns = [f"{c:.0%}" for c in pivot.columns]
+        tables["label-noise accuracy (%) vs noise rate"] = pivot
+    spectral = spectral_rows(frame)
+    if not spectral.empty:
+        pivot = spectral.pivot_table(index=["layer_index", "layer"], columns=["model", "metric"],
+                                     values="value", aggfunc="mean")
+        pivot.columns = [f"{m} {k}" for m, k in pivot.columns]
+        tables["spectral norm per layer"] = pivot.reset_index(level=0, drop=True)
+    return tables
+
+
+def spectral_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """benchmark=spectral rows flattened: model, metric, layer, layer_index, value.
+
+    The spectral cell stores the layer and its value in the JSON `params` column (a `value`
+    column, when a writer has one, wins)."""
+    rows = ok_rows(frame)
+    rows = rows[rows["benchmark"] == "spectral"]
+    out = []
+    for _, row in rows.iterrows():
+        params = parse_params(row.get("params"))
+        value = row.get("value") if "value" in rows.columns else None
+        if value is None or pd.isna(value):
+            value = params.get("value")
+        if value is None or params.get("layer") is None:
+            continue
+        out.append({"model": row["model"], "metric": row.get("metric") or "spectral_norm",
+                    "layer": str(params["layer"]),
+                    "layer_index": int(params.get("layer_index", len(out))),
+                    "layer_type": params.get("layer_type", ""), "value": float(value)})
+    return pd.DataFrame(out, columns=["model", "metric", "layer", "layer_index", "layer_type",
+                                      "value"])
+
+
+def failed_table(frame: pd.DataFrame) -> pd.DataFrame:
+    from reports.results import failed_rows
+
+    failed = failed_rows(frame)
+    keep = [c for c in CELL_KEY_COLUMNS + ["seed", "error"]
+            if c in failed.columns and failed[c].notna().any()]
+    table = failed[keep].reset_index(drop=True)
+    if "eps" in table.columns:
+        table["eps"] = [eps_label(e) for e in table["eps"]]
+    return table

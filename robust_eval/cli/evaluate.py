@@ -1,0 +1,174 @@
+"""`robust-eval evaluate`: load a checkpoint and a dataset, run the requested benchmarks.
+
+Benchmarks come from plug-in modules in robust_eval/evaluate/ (see its __init__), so
+`--benchmark clean,fgsm,pgd,corruption` works as soon as each owner's module exists.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import List
+
+from robust_eval.cli import CliError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def register(subparsers) -> None:
+    from robust_eval.evaluate import discover_benchmarks
+
+    plugins = discover_benchmarks()
+    p = subparsers.add_parser(
+        "evaluate", help="evaluate a checkpoint on clean/corrupted/adversarial data",
+        description="Evaluate a checkpoint. Flags left out are filled from the checkpoint's "
+                    "own metadata (robust-eval format) or inferred from its keys.")
+    g = p.add_argument_group("model")
+    g.add_argument("--checkpoint", required=True, help="checkpoint file (any supported format)")
+    g.add_argument("--arch", help="architecture (robust-eval models lists them)")
+    g.add_argument("--norm", help="norm for archs that take one (bn, convnorm, sn, oni, ocnn)")
+    g.add_argument("--num-classes", type=_positive_int)
+    g.add_argument("--mean", help="input mean, comma-separated, one per channel")
+    g.add_argument("--std", help="input std, comma-separated, one per channel")
+    g.add_argument("--model-name", help="name in the result table (default: checkpoint stem)")
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", required=True, help="cifar10, cifar100, imagenet or digits")
+    g.add_argument("--data-root", help="folder with the dataset (not needed for digits)")
+    g.add_argument("--split", default="test", choices=["test", "train", "val"])
+    g.add_argument("--download", action="store_true", help="download CIFAR if absent")
+    g.add_argument("--limit", type=_positive_int, help="evaluate the first N images only")
+    g = p.add_argument_group("run")
+    g.add_argument("--benchmark", default="clean",
+                   help=f"comma-separated; known: {', '.join(plugins.known())}")
+    g.add_argument("--batch-size", type=_positive_int, default=256)
+    g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    g.add_argument("--out", help="write OUT/results.csv (long result schema)")
+    for module in plugins.modules.values():
+        module.add_arguments(p)
+    p.set_defaults(func=run, _plugins=plugins)
+
+
+def _benchmarks(args) -> List[str]:
+    plugins = args._plugins
+    names = [b.strip() for b in args.benchmark.split(",") if b.strip()]
+    if not names:
+        raise CliError("--benchmark is empty")
+    unknown = [b for b in names if b not in plugins.by_name]
+    if unknown:
+        broken = "".join(f"; module evaluate/{m}.py failed to import ({e})"
+                         for m, e in plugins.broken.items())
+        raise CliError(f"unknown benchmark(s) {', '.join(unknown)} (known: "
+                       f"{', '.join(plugins.known())}){broken}")
+    return names
+
+
+def _device(text: str):
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise CliError(f"--device {text!r} is not a device (cpu, cuda, cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CliError(f"--device {text}: CUDA is not available on this machine")
+    return device
+
+
+def _stats(text, flag):
+    from robust_eval.models import parse_stats
+
+    if text is None:
+        return None
+    try:
+        return parse_stats(text, flag.lstrip("-"))
+    except ValueError as error:
+        raise CliError(f"{flag}: {error}") from None
+
+
+def run(args) -> int:
+    import warnings
+
+    from robust_eval.checkpoints import CheckpointError, load_checkpoint
+    from robust_eval.data import load_split
+    from robust_eval.models import MODELS
+    from robust_eval.schema import device_name, to_frame
+
+    benchmarks = _benchmarks(args)
+    device = _device(args.device)
+    mean, std = _stats(args.mean, "--mean"), _stats(args.std, "--std")
+    if (mean is None) != (std is None):
+        raise CliError("give --mean and --std together")
+    if mean is not None and len(mean) != len(std):
+        raise CliError(f"--mean has {len(mean)} values but --std has {len(std)}")
+    if args.arch is not None and args.arch not in MODELS:
+        raise CliError(f"--arch: {MODELS.unknown_message(args.arch)}")
+    if not Path(args.checkpoint).is_file():
+        raise CliError(f"--checkpoint: file {args.checkpoint} does not exist")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model = load_checkpoint(args.checkpoint, arch=args.arch, norm=args.norm,
+                                    num_classes=args.num_classes, mean=mean, std=std,
+                                    device=device)
+        except CheckpointError as error:
+            raise CliError(str(error)) from None
+        except ValueError as error:  # e.g. mean/std count vs the arch's channels
+            raise CliError(f"{args.checkpoint}: {error}") from None
+    for w in caught:
+        if str(w.message) in model.robust_eval_meta.get("warnings", []):
+            print(f"warning: {w.message}", file=sys.stderr)
+    meta = model.robust_eval_meta
+    data = load_split(args.dataset, args.data_root, split=args.split, limit=args.limit,
+                      **({"download": True} if args.download else {}))
+    base = {
+        "model": args.model_name or Path(args.checkpoint).stem,
+        "checkpoint_sha256": meta["checkpoint_sha256"], "arch": meta["arch"],
+        "norm": meta["norm"], "dataset": args.dataset, "device": device_name(device),
+    }
+    rows = []
+    for name in benchmarks:
+        module = args._plugins.by_name[name]
+        run_args = argparse.Namespace(**vars(args))
+        run_args.benchmark = name  # a module serving several names sees which one to run
+        rows += module.run_from_args(model, data, run_args, dict(base), device)
+    frame = to_frame(rows)
+    print(format_table(frame, meta, data))
+    if args.out:
+        write_results(frame, Path(args.out))
+        print(f"wrote {Path(args.out) / 'results.csv'}")
+    return 0
+
+
+def format_table(frame, meta, data) -> str:
+    header = (f"{meta['arch']} (norm {meta['norm']}) sha256 {str(meta['checkpoint_sha256'])[:12]} "
+              f"on {data.name} [{data.source}], mean={tuple(meta['mean'])} std={tuple(meta['std'])}")
+    columns = [c for c in ("benchmark", "corruption", "severity", "attack", "threat", "eps",
+                           "steps") if c in frame and frame[c].notna().any()]
+    view = frame[columns + ["n", "correct"]].copy()
+    view["accuracy %"] = (100 * frame["accuracy"]).map("{:.2f}".format)
+    view["95% CI %"] = [f"{100 * lo:.2f}-{100 * hi:.2f}"
+                        for lo, hi in zip(frame["ci_low"], frame["ci_high"])]
+    return header + "\n" + view.to_string(index=False)
+
+
+def write_results(frame, out: Path) -> None:
+    """Atomic: a crash never leaves a half-written results.csv behind."""
+    out.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=".results.", suffix=".csv.tmp")
+    os.close(fd)
+    try:
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, out / "results.csv")
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

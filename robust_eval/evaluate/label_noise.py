@@ -1,0 +1,148 @@
+"""The label-noise benchmark: train under noisy labels, report clean test accuracy.
+
+Plain entry point for the job runner: `label_noise_rows(arch=, norm=, noise_type=, noise_rate=,
+seed=, dataset=, data_root=, cache_dir=, recipe=, device=)`. For one (arch, norm, noise kind,
+rate, seed) it trains, or reuses the finished run whose full training spec matches (folder
+`cache_dir/run_name(spec)`), then measures clean test accuracy at the best-validation epoch
+and at the last epoch: two rows, `metric` = "best_val_epoch" / "last_epoch".
+
+As a `robust-eval evaluate --benchmark label_noise` plug-in it evaluates a checkpoint that
+`robust-eval train` made: the noise kind, rate and seed come from the checkpoint's metadata.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Union
+
+import pandas as pd
+import torch
+
+BENCHMARK_NAMES = ("label_noise",)
+METRICS = ("best_val_epoch", "last_epoch")
+# Job-config recipe keys -> train_model options (the config says `limit` for the training set).
+RECIPE_ALIASES = {"limit": "train_limit"}
+
+
+def add_arguments(parser) -> None:
+    """label_noise needs no flags of its own: the checkpoint says how it was trained."""
+
+
+def _recipe_options(recipe: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    options = {}
+    for key, value in (recipe or {}).items():
+        options[RECIPE_ALIASES.get(key, key)] = value
+    for forbidden in ("noise_type", "noise_rate", "seed", "arch", "norm"):
+        if forbidden in options:
+            raise ValueError(f"label_noise recipe must not set {forbidden!r}: it is a cell "
+                             f"parameter, not a recipe option")
+    if "milestones" in options and options["milestones"] is not None:
+        options["milestones"] = tuple(options["milestones"])
+    return options
+
+
+def label_noise_rows(*, arch: str, norm: str = "bn", noise_type: str = "symmetric",
+                     noise_rate: float, seed: int = 0, dataset: str = "cifar10",
+                     data_root: Union[str, Path, None] = None, cache_dir: Union[str, Path],
+                     recipe: Optional[Mapping[str, Any]] = None, train_recipe: str = "label_noise",
+                     train_data=None, test_data=None, test_limit: Optional[int] = None,
+                     num_classes: Optional[int] = None, mean=None, std=None,
+                     device: Union[str, torch.device] = "cpu", batch_size: int = 512,
+                     model_name: Optional[str] = None, progress=None) -> List[Dict[str, Any]]:
+    """Train-or-reuse, then two schema rows (best-validation epoch, last epoch)."""
+    from robust_eval.checkpoints import file_sha256, load_checkpoint
+    from robust_eval.data import load_split
+    from robust_eval.schema import device_name, make_row
+    from robust_eval.train import evaluate_accuracy, train_model
+
+    options = _recipe_options(recipe)
+    if mean is not None:
+        options["mean"] = tuple(mean)
+    if std is not None:
+        options["std"] = tuple(std)
+    if float(options.get("val_fraction", 0.1)) <= 0:
+        raise ValueError("the label_noise benchmark needs a validation split (val_fraction > 0) "
+                         "to pick the best-validation epoch")
+    started = time.perf_counter()
+    result = train_model(cache_dir=cache_dir, arch=arch, norm=norm, dataset=dataset,
+                         data_root=data_root, train_data=train_data, recipe=train_recipe,
+                         seed=seed, num_classes=num_classes, device=device,
+                         noise_type=noise_type, noise_rate=noise_rate, progress=progress,
+                         **options)
+    train_seconds = time.perf_counter() - started
+    if not result.complete:  # pragma: no cover - train_model runs to the end without stop_after
+        raise RuntimeError(f"training in {result.out_dir} did not finish")
+    if test_data is None:
+        test_data = load_split(result.spec.dataset if data_root is not None else dataset,
+                               data_root, split="test", limit=test_limit)
+    elif test_limit is not None:
+        test_data = test_data.subset(test_limit)
+
+    rows = []
+    epochs = {"best_val_epoch": result.best_epoch, "last_epoch": len(result.history)}
+    paths = {"best_val_epoch": result.best_checkpoint, "last_epoch": result.last_checkpoint}
+    for metric in METRICS:
+        t0 = time.perf_counter()
+        model = load_checkpoint(paths[metric], device=device)
+        correct, _ = evaluate_accuracy(model, test_data.images, test_data.labels, device,
+                                       batch_size=batch_size)
+        epoch = epochs[metric]
+        record = result.history[epoch - 1]
+        params = {
+            "epoch": epoch, "epochs": result.spec.epochs, "val_acc": record.get("val_acc"),
+            "val_labels": result.spec.val_labels, "recipe": result.spec.recipe,
+            "train_spec_key": result.spec.key, "run_dir": str(result.out_dir),
+            "realised_noise_rate": (result.noise or {}).get("realised_rate"),
+            "reused": result.trained_epochs == 0, "train_seconds": round(train_seconds, 3),
+        }
+        rows.append(make_row(
+            correct=correct, n=len(test_data), model=model_name or f"{arch}-{norm}",
+            checkpoint_sha256=file_sha256(paths[metric]), arch=arch, norm=norm,
+            dataset=test_data.name, benchmark="label_noise", noise_type=noise_type,
+            noise_rate=float(noise_rate), seed=int(seed), metric=metric,
+            seconds=time.perf_counter() - t0, device=device_name(device),
+            params=json.dumps(params, sort_keys=True)))
+    return rows
+
+
+def run_from_args(model, data, args, base: Dict[str, Any], device) -> List[Dict[str, Any]]:
+    """Clean accuracy of a checkpoint trained by a robust-eval label-noise recipe."""
+    from robust_eval.evaluate.clean import count_correct
+    from robust_eval.schema import make_row
+
+    meta = getattr(model, "robust_eval_meta", {}) or {}
+    spec = meta.get("recipe") or {}
+    if not spec.get("noise_type"):
+        where = meta.get("checkpoint", "the model")
+        raise ValueError(f"{where} was not trained by a robust-eval label-noise recipe (its "
+                         f"metadata has no noise_type); train one with `robust-eval train "
+                         f"--recipe label_noise`")
+    metrics = meta.get("metrics") or {}
+    start = time.perf_counter()
+    correct, n = count_correct(model, data.images, data.labels, getattr(args, "batch_size", 256),
+                               device, num_classes=data.num_classes)
+    fields = dict(base)
+    params = {"epoch": metrics.get("epoch"), "epochs": spec.get("epochs"),
+              "train_spec": {k: spec.get(k) for k in ("recipe", "epochs", "val_labels",
+                                                      "val_fraction", "data_fingerprint")},
+              "realised_noise_rate": (metrics.get("noise") or {}).get("realised_rate")}
+    fields.update(benchmark="label_noise", noise_type=spec["noise_type"],
+                  noise_rate=float(spec.get("noise_rate", 0.0)), seed=spec.get("seed"),
+                  metric=metrics.get("role", "checkpoint"), seconds=time.perf_counter() - start,
+                  params=json.dumps(params, sort_keys=True, default=str))
+    return [make_row(correct=correct, n=n, **fields)]
+
+
+def label_noise_table(frame: pd.DataFrame, metric: str = "best_val_epoch") -> pd.DataFrame:
+    """Accuracy (%) vs noise rate: rows (arch, norm, noise_type), columns noise_rate; the mean
+    over seeds, with the seed count alongside when there is more than one seed."""
+    rows = frame[(frame["benchmark"] == "label_noise") & (frame["metric"] == metric)]
+    if rows.empty:
+        raise ValueError(f"no label_noise rows with metric {metric!r}")
+    grouped = rows.groupby(["arch", "norm", "noise_type", "noise_rate"])["accuracy"]
+    table = (grouped.mean() * 100).unstack("noise_rate")
+    counts = grouped.count().unstack("noise_rate")
+    if (counts > 1).any().any():
+        table = table.round(2).astype(str) + " (n=" + counts.astype(str) + ")"
+    return table

@@ -1,0 +1,357 @@
+"""Run a job config: prepare models, expand the grid, skip finished cells, run the rest, and
+write results.csv/.parquet, pivot tables and run.json into the output folder.
+
+    from robust_eval.jobs import run_job
+    summary = run_job("configs/cifar10.yaml", out_dir="runs/c10", executor="local")
+    summary.exit_code  # 0 when every cell of the grid finished ok, 1 when any failed
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+import pandas as pd
+
+from robust_eval.jobs.config import JobConfig, ModelSpec, load_config
+from robust_eval.jobs.grid import Cell, expand, model_identity
+from robust_eval.jobs.store import ResultStore, atomic_write_text
+
+LOG = logging.getLogger("robust_eval.jobs")
+STATUS_LABELS = {"ok": "done", "failed": "failed", "corrupt": "corrupt", "pending": "pending"}
+
+
+@dataclass
+class RunSummary:
+    out_dir: Path
+    cells: List[Cell]
+    status_before: Dict[str, str]  # key -> ok|failed|corrupt|pending before this run
+    ran: int = 0
+    failed: List[Cell] = field(default_factory=list)  # failed in the final state
+    frame: Optional[pd.DataFrame] = None
+    dry_run: bool = False
+    seconds: float = 0.0
+    outputs: Dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def skipped(self) -> int:
+        return sum(1 for s in self.status_before.values() if s == "ok")
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+
+# ----------------------------------------------------------------------------- models
+def default_cache_dir() -> Path:
+    env = os.environ.get("ROBUST_EVAL_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "robust-eval"
+
+
+def _train_run_dir(spec: ModelSpec) -> Path:
+    """Where a `train:` model is trained and cached; named by what decides its weights."""
+    train = dict(spec.train or {})
+    cache = Path(train.pop("cache_dir", None) or default_cache_dir() / "trained")
+    ident = json.dumps({"arch": spec.arch, "norm": spec.norm, "num_classes": spec.num_classes,
+                        "mean": spec.mean, "std": spec.std, "train": train}, sort_keys=True,
+                       default=str)
+    digest = hashlib.sha256(ident.encode()).hexdigest()[:16]
+    return cache / f"{spec.arch}-{spec.norm}-{train.get('dataset', 'digits')}-{digest}"
+
+
+def train_and_cache(spec: ModelSpec, device: str) -> Path:
+    """Train a `train:` model once; later runs find the finished run and reuse its checkpoint."""
+    from robust_eval.train import train_model
+
+    train = dict(spec.train or {})
+    train.pop("cache_dir", None)
+    run_dir = _train_run_dir(spec)
+    options: Dict[str, Any] = {}
+    for key in ("epochs", "lr", "batch_size", "weight_decay", "momentum", "augment"):
+        if key in train:
+            options[key] = train[key]
+    if "limit" in train:
+        options["train_limit"] = train["limit"]
+    if spec.mean:
+        options["mean"] = spec.mean
+    if spec.std:
+        options["std"] = spec.std
+    result = train_model(run_dir, arch=spec.arch, norm=spec.norm,
+                         dataset=train.get("dataset", "digits"), data_root=train.get("root"),
+                         recipe=train.get("recipe", "standard"), seed=train.get("seed", 0),
+                         num_classes=spec.num_classes, device=device, **options)
+    return Path(result.best_checkpoint or result.last_checkpoint)
+
+
+def prepare_models(config: JobConfig, *, device: str, train: bool = True,
+                   echo: Callable[[str], None] = lambda s: None
+                   ) -> Dict[str, Dict[str, Any]]:
+    """name -> {spec, identity, error}: checkpoint hashes, trained demo models, missing files.
+
+    A missing checkpoint is not fatal here: its cells fail one by one with a clear error."""
+    from robust_eval.jobs.cells import file_sha256
+
+    prepared: Dict[str, Dict[str, Any]] = {}
+    for spec in config.models:
+        spec = replace(spec)
+        error = None
+        if spec.source == "robustbench":
+            from robust_eval.checkpoints import robustbench_path
+
+            spec.model_dir = spec.model_dir or str(default_cache_dir() / "robustbench")
+            spec.checkpoint = str(robustbench_path(spec.robustbench, spec.model_dir,
+                                                   spec.zoo_dataset, spec.threat_model))
+        elif spec.source == "train":
+            run_dir = _train_run_dir(spec)
+            if train:
+                echo(f"model {spec.name}: training {spec.arch}/{spec.norm} on "
+                     f"{spec.train.get('dataset', 'digits')} (cached in {run_dir})")
+                try:
+                    started = time.time()
+                    spec.checkpoint = str(train_and_cache(spec, device))
+                    echo(f"model {spec.name}: ready ({time.time() - started:.1f} s) "
+                         f"{spec.checkpoint}")
+                except Exception as exc:  # noqa: BLE001 - recorded on the model's cells
+                    error = f"training model {spec.name!r} failed: {type(exc).__name__}: {exc}"
+                    LOG.error("%s", error)
+                    echo(error)
+            else:
+                for name in ("best.pt", "last.pt"):
+                    if (run_dir / name).is_file() and (run_dir / "state.pt").is_file():
+                        spec.checkpoint = str(run_dir / name)
+                        break
+        sha = None
+        if spec.checkpoint and Path(spec.checkpoint).is_file():
+            sha = file_sha256(spec.checkpoint)
+        identity = model_identity(spec, sha)
+        if spec.source == "train" and sha is None:
+            identity.pop("missing_checkpoint", None)
+            identity["untrained"] = str(_train_run_dir(spec).name)
+            if error is None and train:
+                error = f"model {spec.name!r}: training produced no checkpoint"
+        prepared[spec.name] = {"spec": spec, "identity": identity, "error": error,
+                               "sha256": sha}
+    return prepared
+
+
+# ----------------------------------------------------------------------------- planning
+def plan(config: JobConfig, prepared: Dict[str, Dict[str, Any]], code_version: str
+         ) -> List[Cell]:
+    config = replace(config, models=[prepared[m.name]["spec"] for m in config.models])
+    identities = {name: p["identity"] for name, p in prepared.items()}
+    cells = expand(config, identities, code_version)
+    for cell in cells:
+        cell.extra["code_version"] = code_version
+        if prepared[cell.model]["error"]:
+            cell.extra["prepare_error"] = prepared[cell.model]["error"]
+    return cells
+
+
+def _resolve_config(config: Union[str, Path, JobConfig]) -> JobConfig:
+    return config if isinstance(config, JobConfig) else load_config(config)
+
+
+def _setup_log(out_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(out_dir / "run.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    LOG.addHandler(handler)
+    LOG.setLevel(logging.INFO)
+    return handler
+
+
+def run_job(config: Union[str, Path, JobConfig], out_dir: Union[str, Path], *,
+            executor: Any = "local", dry_run: bool = False, progress: bool = True,
+            workers: Optional[int] = None, device: Optional[str] = None,
+            ray_address: Optional[str] = None, ray_num_cpus: Optional[int] = None,
+            echo: Callable[[str], None] = print, code_version: Optional[str] = None
+            ) -> RunSummary:
+    from robust_eval.jobs.executors import make_executor, resolve_device
+    from robust_eval.schema import code_version as current_code_version
+
+    started = time.time()
+    config = _resolve_config(config)
+    out_dir = Path(out_dir)
+    device = resolve_device(device or config.device)
+    code_version = code_version or current_code_version()
+    store = ResultStore(out_dir)
+    if not dry_run:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    handler = None if dry_run else _setup_log(out_dir)
+    try:
+        LOG.info("run %s -> %s (code %s)", config.source, out_dir, code_version)
+        prepared = prepare_models(config, device=device, train=not dry_run, echo=echo)
+        cells = plan(config, prepared, code_version)
+        status = {cell.key: store.status(cell.key) for cell in cells}
+        summary = RunSummary(out_dir=out_dir, cells=cells, status_before=status,
+                             dry_run=dry_run)
+        if dry_run:
+            _print_plan(cells, status, prepared, echo)
+            summary.failed = [c for c in cells if status[c.key] == "failed"]
+            return summary
+
+        for cell in cells:
+            if status[cell.key] == "corrupt":
+                moved = store.quarantine(cell.key)
+                LOG.warning("cell file for %s was corrupt; moved to %s; rerunning",
+                            cell.label(), moved)
+                echo(f"warning: corrupt cell file for {cell.label()} moved to {moved}; "
+                     f"rerunning the cell")
+        todo = [c for c in cells if status[c.key] != "ok"]
+        if isinstance(executor, str):
+            executor = make_executor(executor, device=device,
+                                     workers=workers or config.workers,
+                                     ray_address=ray_address, ray_num_cpus=ray_num_cpus)
+        echo(f"{len(cells)} cells: {len(cells) - len(todo)} already done, {len(todo)} to run "
+             f"on {executor.describe()}; log: {out_dir / 'run.log'}")
+        summary.ran = _execute(executor, todo, store, progress, echo)
+
+        final = {cell.key: store.status(cell.key) for cell in cells}
+        summary.failed = [c for c in cells if final[c.key] != "ok"]
+        summary.frame = store.write_tables([c.key for c in cells])
+        summary.outputs.update(results_csv=out_dir / "results.csv",
+                               results_parquet=out_dir / "results.parquet")
+        summary.outputs.update(write_pivots(summary.frame, out_dir / "tables"))
+        summary.seconds = time.time() - started
+        write_run_json(out_dir, config, prepared, cells, summary, device, code_version,
+                       executor)
+        summary.outputs["run_json"] = out_dir / "run.json"
+        LOG.info("finished: %d cells, %d ran, %d failed, %.1f s", len(cells), summary.ran,
+                 len(summary.failed), summary.seconds)
+        for cell in summary.failed:
+            error = (store.read(cell.key) or {}).get("error") if final[cell.key] == "failed" \
+                else final[cell.key]
+            echo(f"FAILED {cell.label()}: {error}")
+        return summary
+    finally:
+        if handler is not None:
+            LOG.removeHandler(handler)
+            handler.close()
+
+
+def _execute(executor, todo: Sequence[Cell], store: ResultStore, progress: bool,
+             echo: Callable[[str], None]) -> int:
+    if not todo:
+        return 0
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(todo), desc="cells", unit="cell", disable=not progress,
+               file=sys.stderr, dynamic_ncols=True)
+    count = 0
+
+    def on_start(cell: Cell) -> None:
+        bar.set_postfix_str(cell.label()[:60], refresh=True)
+        LOG.info("start %s [%s]", cell.label(), cell.key)
+
+    def on_result(cell: Cell, outcome: Dict[str, Any]) -> None:
+        nonlocal count
+        store.write(cell.key, status=outcome["status"], rows=outcome["rows"],
+                    error=outcome.get("error"), cell=cell.to_dict(),
+                    seconds=outcome.get("seconds"))
+        count += 1
+        bar.update(1)
+        accs = [r.get("accuracy") for r in outcome["rows"]]
+        if outcome["status"] == "ok":
+            shown = ", ".join(f"{a:.2%}" for a in accs[:3] if a is not None)
+            line = f"{cell.label()}: {shown} ({outcome.get('seconds', 0):.1f} s)"
+        else:
+            line = f"{cell.label()}: FAILED {outcome.get('error')}"
+        LOG.info("done %s", line)
+        (bar.write if progress else echo)(f"  [{count}/{len(todo)}] {line}")
+
+    try:
+        executor.run(todo, on_result, on_start)
+    finally:
+        bar.close()
+    return count
+
+
+def _print_plan(cells: Sequence[Cell], status: Dict[str, str], prepared, echo) -> None:
+    counts: Dict[str, int] = {}
+    for cell in cells:
+        state = STATUS_LABELS[status[cell.key]]
+        counts[state] = counts.get(state, 0) + 1
+        echo(f"[{state:>7}] {cell.label()}  ({cell.key[:12]})")
+    for name, item in prepared.items():
+        if item["identity"].get("untrained"):
+            echo(f"note: model {name} is not trained yet; it will be trained (and cached) "
+                 f"first, so its cells are pending")
+        elif item["identity"].get("missing_checkpoint"):
+            echo(f"note: model {name}: checkpoint not found: "
+                 f"{item['identity']['missing_checkpoint']}")
+    echo(f"{len(cells)} cells: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+
+
+# ----------------------------------------------------------------------------- outputs
+def write_pivots(frame: pd.DataFrame, folder: Path) -> Dict[str, Path]:
+    from robust_eval.jobs import tables
+
+    written: Dict[str, Path] = {}
+    for name, builder in (("corruption_severity", tables.corruption_table),
+                          ("accuracy_vs_eps", tables.eps_table),
+                          ("accuracy_vs_noise_rate", tables.noise_table)):
+        table = builder(frame)
+        if table.empty:
+            continue
+        path = folder / f"{name}.csv"
+        atomic_write_text(path, table.to_csv())
+        written[name] = path
+    return written
+
+
+def environment(device: str) -> Dict[str, Any]:
+    import torch
+
+    from robust_eval.schema import device_name
+
+    env = {
+        "python": platform.python_version(), "platform": platform.platform(),
+        "torch": torch.__version__, "cuda": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(), "device": str(device),
+        "device_name": device_name(device), "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    try:
+        import torchvision
+
+        env["torchvision"] = torchvision.__version__
+    except ImportError:
+        pass
+    return env
+
+
+def write_run_json(out_dir: Path, config: JobConfig, prepared, cells: Sequence[Cell],
+                   summary: RunSummary, device: str, code_version: str, executor) -> Path:
+    models = []
+    for name, item in prepared.items():
+        spec = item["spec"]
+        models.append({
+            "name": name, "source": spec.source, "arch": spec.arch, "norm": spec.norm,
+            "checkpoint": spec.checkpoint, "checkpoint_sha256": item["sha256"],
+            "robustbench": spec.robustbench, "num_classes": spec.num_classes,
+            "mean": spec.mean, "std": spec.std, "train": spec.train, "error": item["error"],
+        })
+    record = {
+        "name": config.name, "config_file": config.source, "config": config.raw,
+        "models": models,
+        "datasets": [vars(d) for d in config.datasets],
+        "environment": environment(device),
+        "code_version": code_version, "executor": executor.describe(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "cells": {"total": len(cells), "skipped": summary.skipped, "ran": summary.ran,
+                  "failed": len(summary.failed)},
+        "seconds": round(summary.seconds, 3),
+    }
+    path = out_dir / "run.json"
+    atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+    return path

@@ -1,0 +1,225 @@
+"""Result store: one JSON file per finished cell, written atomically, named by the cell key.
+
+Layout of an output folder:
+  cells/<key>.json     one record per cell: {format, key, status, rows, error, cell, ...}
+  cells/corrupt/       cell files that failed to parse, moved aside (the cell is rerun)
+  results.csv/.parquet the long-format table of the current config's cells, rebuilt each run
+  run.json             config, models and checkpoint hashes, environment (see runner)
+
+Why it cannot lose or duplicate rows: a record appears under its final name only through
+os.replace of a fully written and fsynced temp file (POSIX rename is atomic), so a reader sees
+either no file or a whole one; the tables are rebuilt from the records of the grid's keys, each
+key at most once. Writers never share a temp file (pid + random suffix), so any number of
+processes may write at once; two writers of the same key write the same cell, last one wins.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+import pandas as pd
+
+from robust_eval.schema import COLUMNS, to_frame
+
+LOG = logging.getLogger("robust_eval.jobs")
+RECORD_FORMAT = 1
+STATUSES = ("ok", "failed")
+
+
+class CorruptCellError(ValueError):
+    """A cell file exists but is not a whole, valid record."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a unique temp file in the same folder, fsync, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.",
+                               suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename itself durable (a power cut after replace keeps the file)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy / torch scalars
+        return value.item()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    return str(value)
+
+
+class ResultStore:
+    def __init__(self, root: Any):
+        self.root = Path(root)
+        self.cells_dir = self.root / "cells"
+
+    # ------------------------------------------------------------------ records
+    def cell_path(self, key: str) -> Path:
+        if not key or "/" in key or key.startswith("."):
+            raise ValueError(f"bad cell key {key!r}")
+        return self.cells_dir / f"{key}.json"
+
+    def write(self, key: str, *, status: str, rows: Sequence[Dict[str, Any]],
+              error: Optional[str] = None, cell: Optional[Dict[str, Any]] = None,
+              seconds: Optional[float] = None) -> Path:
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        record = {
+            "format": RECORD_FORMAT, "key": key, "status": status, "error": error,
+            "seconds": seconds, "finished_at": time.time(), "pid": os.getpid(),
+            "rows": [dict(row, cell_key=key) for row in rows], "cell": cell,
+        }
+        path = self.cell_path(key)
+        atomic_write_text(path, json.dumps(record, default=_json_default, allow_nan=True))
+        return path
+
+    def read(self, key: str) -> Optional[Dict[str, Any]]:
+        """The record for `key`, None when absent; CorruptCellError when unreadable."""
+        path = self.cell_path(key)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as error:
+            raise CorruptCellError(f"cell file {path} cannot be read: {error}") from None
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise CorruptCellError(f"cell file {path} is not valid JSON ({error})") from None
+        problem = _check_record(record, key)
+        if problem:
+            raise CorruptCellError(f"cell file {path}: {problem}")
+        return record
+
+    def quarantine(self, key: str) -> Optional[Path]:
+        """Move an unreadable cell file aside (kept for inspection) so the cell reruns."""
+        path = self.cell_path(key)
+        target_dir = self.cells_dir / "corrupt"
+        target_dir.mkdir(parents=True, exist_ok=True)
+        target = target_dir / f"{key}.{int(time.time() * 1000)}.json"
+        try:
+            os.replace(path, target)
+        except FileNotFoundError:
+            return None
+        return target
+
+    def status(self, key: str) -> str:
+        """'ok', 'failed', 'corrupt' or 'pending'."""
+        try:
+            record = self.read(key)
+        except CorruptCellError:
+            return "corrupt"
+        return "pending" if record is None else record["status"]
+
+    def keys(self) -> List[str]:
+        if not self.cells_dir.is_dir():
+            return []
+        return sorted(p.stem for p in self.cells_dir.glob("*.json"))
+
+    # ------------------------------------------------------------------ tables
+    def rows(self, keys: Iterable[str]) -> List[Dict[str, Any]]:
+        """Rows of the given cells, in that order; absent or corrupt cells contribute none."""
+        rows: List[Dict[str, Any]] = []
+        for key in dict.fromkeys(keys):  # each key once
+            try:
+                record = self.read(key)
+            except CorruptCellError as error:
+                LOG.warning("%s", error)
+                continue
+            if record is not None:
+                rows.extend(record["rows"])
+        return rows
+
+    def frame(self, keys: Iterable[str]) -> pd.DataFrame:
+        return results_frame(self.rows(keys))
+
+    def write_tables(self, keys: Iterable[str]) -> pd.DataFrame:
+        """Rebuild results.csv and results.parquet from the records of `keys`."""
+        frame = self.frame(keys)
+        atomic_write_text(self.root / "results.csv", frame.to_csv(index=False))
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:  # parquet is an optional extra
+            LOG.info("pyarrow not installed: results.parquet not written")
+        else:
+            atomic_write_bytes(self.root / "results.parquet", _parquet_bytes(frame))
+        return frame
+
+
+def _check_record(record: Any, key: str) -> Optional[str]:
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    if record.get("format") != RECORD_FORMAT:
+        return f"unknown record format {record.get('format')!r}"
+    if record.get("key") != key:
+        return f"holds key {record.get('key')!r}, expected {key!r}"
+    if record.get("status") not in STATUSES:
+        return f"bad status {record.get('status')!r}"
+    rows = record.get("rows")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        return "rows is not a list of objects"
+    if record["status"] == "ok" and not rows:
+        return "status ok but no rows"
+    for row in rows:
+        missing = [c for c in COLUMNS if c not in row]
+        if missing:
+            return f"a row lacks column(s) {missing}"
+    return None
+
+
+_NUMERIC = ("severity", "eps", "steps", "restarts", "noise_rate", "seed", "n", "correct",
+            "accuracy", "ci_low", "ci_high", "seconds")
+
+
+def results_frame(rows: Sequence[Dict[str, Any]]) -> pd.DataFrame:
+    """Rows -> schema frame with numeric columns as floats (NaN, never a string, when missing)."""
+    frame = to_frame(rows)
+    for column in _NUMERIC:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    if "status" not in frame.columns:
+        frame["status"] = "ok"
+    frame["status"] = frame["status"].fillna("ok")
+    return frame
+
+
+def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+    import io
+
+    # Mixed-type object columns (e.g. params dicts) are stored as text: Parquet needs one type.
+    safe = frame.copy()
+    for column in safe.columns:
+        if safe[column].dtype == object:
+            safe[column] = safe[column].map(
+                lambda v: None if v is None or (isinstance(v, float) and math.isnan(v))
+                else (v if isinstance(v, str) else json.dumps(v, default=_json_default)))
+    buffer = io.BytesIO()
+    safe.to_parquet(buffer, index=False)
+    return buffer.getvalue()

@@ -1,0 +1,156 @@
+"""Fast ConvNorm: exact rewrites of the faithful steps (docs/performance.md, "ConvNorm layer").
+
+1. V from the kernel's autocorrelation (Wiener-Khinchin): sum_i |w_hat[o,i,f]|^2 is the DFT of
+   R[o] = sum_i w[o,i] (x) w[o,i], a (2k-1)^2 array. A grouped conv gives R, a small real
+   cosine transform gives the energy on the grid: O(C_out C_in k^4 + C_out k^2 G) instead of
+   C_out C_in FFTs of the whole grid (which cost more than the data FFTs below batch ~C_in).
+2. 1x1 kernels: one conv with L2-normalised filters at the layer's stride (no stride-1 work).
+3. Only the kept outputs are synthesised: the inverse DFT is two small dense matrices that fold
+   in the crop and the stride (strided layers never build the full stride-1 grid on the way
+   back; on GPUs a 34-point FFT, 34 = 2 x 17, is also slow next to a small matmul).
+All of it is linear algebra on the same quantities, so values and gradients equal faithful mode
+up to rounding (tests: float64 <= 1e-6, fp32 <= 1e-4).
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_MATRIX_CACHE: Dict[tuple, Tuple[Tensor, ...]] = {}
+_MATRIX_CACHE_MAX = 256
+
+
+def _cached(key: tuple, build):
+    hit = _MATRIX_CACHE.get(key)
+    if hit is None:
+        if len(_MATRIX_CACHE) >= _MATRIX_CACHE_MAX:
+            _MATRIX_CACHE.clear()
+        hit = _MATRIX_CACHE[key] = build()
+    return hit
+
+
+def _energy_matrices(k: int, grid: Tuple[int, int], device) -> Tuple[Tensor, Tensor, Tensor,
+                                                                          Tensor]:
+    """cos/sin of 2 pi f d / G for shifts d = -(k-1)..k-1, rows f of the rfft2 layout (float64)."""
+    def build():
+        gh, gw = grid
+        shifts = torch.arange(-(k - 1), k, dtype=torch.float64)
+        fh = torch.arange(gh, dtype=torch.float64)
+        fw = torch.arange(gw // 2 + 1, dtype=torch.float64)
+        th = 2 * math.pi * torch.outer(fh, shifts) / gh
+        tw = 2 * math.pi * torch.outer(fw, shifts) / gw
+        return tuple(m.to(device) for m in (th.cos(), th.sin(), tw.cos(), tw.sin()))
+    return _cached(("energy", k, grid, str(device)), build)
+
+
+def spectral_energy_fast(weight: Tensor, grid: Tuple[int, int]) -> Tensor:
+    """Same as convnorm.spectral_energy (rfft2 layout), via the autocorrelation, in float64."""
+    o, i, k, _ = weight.shape
+    w = weight.detach().to(torch.float64)
+    # R[o, a, b] = sum_{i,u,v} w[o,i,u+a-(k-1),v+b-(k-1)] w[o,i,u,v]
+    auto = F.conv2d(w.reshape(1, o * i, k, k), w, padding=k - 1, groups=o)[0]
+    ch, sh, cw, sw = _energy_matrices(k, grid, weight.device)
+    # R is symmetric (R[-d] = R[d]), so its DFT is real: Re(e^{-i th} R e^{-i tw}^T).
+    return ch @ auto @ cw.t() - sh @ auto @ sw.t()
+
+
+def compute_V_fast(layer, grid: Tuple[int, int]) -> Tensor:
+    with torch.no_grad():
+        w = layer.weight.detach()
+        out_dtype = torch.float32 if w.dtype in (torch.float16, torch.bfloat16) else w.dtype
+        if layer.is_pointwise:
+            energy = w.to(torch.float64).square().sum(dim=(1, 2, 3)).reshape(-1, 1, 1)
+        else:
+            energy = spectral_energy_fast(w, grid)
+        if layer.eps > 0:
+            energy = energy.clamp_min(layer.eps)
+        return energy.rsqrt().to(out_dtype)
+
+
+def _synthesis_matrices(grid: Tuple[int, int], crop: Tuple[int, int], stride: Tuple[int, int],
+                        device, dtype) -> Tuple[Tensor, Tensor, Tensor]:
+    """Inverse-DFT rows for the kept outputs only: y[c + s m] of irfft2 on `grid`.
+
+    Returns A_h (M_h, G_h) complex (1/G_h folded in), and C_w, S_w (F_w, M_w) real so that
+    y = Re(A_h Z) @ C_w + Im(A_h Z) @ S_w reproduces irfft2 (the imaginary parts of the DC and
+    Nyquist columns drop out as in irfft).
+    """
+    def build():
+        gh, gw = grid
+        fw_count = gw // 2 + 1
+        rows = crop[0] + stride[0] * torch.arange(len(range(crop[0], gh - crop[0], stride[0])),
+                                                  dtype=torch.float64)
+        cols = crop[1] + stride[1] * torch.arange(len(range(crop[1], gw - crop[1], stride[1])),
+                                                  dtype=torch.float64)
+        fh = torch.arange(gh, dtype=torch.float64)
+        th = 2 * math.pi * torch.outer(rows, fh) / gh
+        a_h = torch.polar(torch.full_like(th, 1.0 / gh), th)
+        fw = torch.arange(fw_count, dtype=torch.float64)
+        weight = torch.full((fw_count,), 2.0, dtype=torch.float64)
+        weight[0] = 1.0
+        if gw % 2 == 0:
+            weight[-1] = 1.0
+        tw = 2 * math.pi * torch.outer(fw, cols) / gw
+        c_w = weight[:, None] * tw.cos() / gw
+        s_w = -weight[:, None] * tw.sin() / gw
+        complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+        return (a_h.to(device=device, dtype=complex_dtype), c_w.to(device=device, dtype=dtype),
+                s_w.to(device=device, dtype=dtype))
+    return _cached(("synth", grid, crop, stride, str(device), dtype), build)
+
+
+def forward_fast(layer, x: Tensor) -> Tensor:
+    k = layer.kernel_size[0]
+    grid = layer.grid_for(*x.shape[-2:])
+    V = layer.current_V(grid)
+    if layer.is_pointwise:
+        w = layer.weight * V.to(layer.weight.dtype).reshape(-1, 1, 1, 1)
+        return F.conv2d(x, w, None, layer.stride, 0)
+    y = F.conv2d(x, layer.weight, None, 1, k - 1)
+    out_dtype = y.dtype
+    if y.dtype in (torch.float16, torch.bfloat16):
+        y = y.float()
+    z = torch.fft.rfft2(y) * V.to(y.dtype)
+    a_h, c_w, s_w = _synthesis_matrices(grid, layer._crop(), layer.stride, y.device, y.dtype)
+    t = torch.matmul(a_h, z)
+    return (torch.matmul(t.real, c_w) + torch.matmul(t.imag, s_w)).to(out_dtype)
+
+
+def _kernel_dft_matrices(k: int, grid: Tuple[int, int], device, dtype) -> Tuple[Tensor, Tensor]:
+    """E_h (G_h, k), E_w (k, F_w): DFT of the flipped kernel w[k-1-u] zero-padded to the grid."""
+    def build():
+        gh, gw = grid
+        u = torch.arange(k, dtype=torch.float64)
+        th = -2 * math.pi * torch.outer(torch.arange(gh, dtype=torch.float64), k - 1 - u) / gh
+        tw = -2 * math.pi * torch.outer(k - 1 - u, torch.arange(gw // 2 + 1,
+                                                                dtype=torch.float64)) / gw
+        complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+        return (torch.polar(torch.ones_like(th), th).to(device=device, dtype=complex_dtype),
+                torch.polar(torch.ones_like(tw), tw).to(device=device, dtype=complex_dtype))
+    return _cached(("kernel", k, grid, str(device), dtype), build)
+
+
+def forward_fourier(layer, x: Tensor) -> Tensor:
+    """The whole conv in the Fourier domain: per-frequency channel matmul with V folded in."""
+    k = layer.kernel_size[0]
+    grid = layer.grid_for(*x.shape[-2:])
+    V = layer.current_V(grid)
+    out_dtype = x.dtype
+    work = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    e_h, e_w = _kernel_dft_matrices(k, grid, x.device, work)
+    w = layer.weight.to(work)
+    kernel = torch.matmul(torch.matmul(e_h, w.to(e_h.dtype)), e_w) * V.to(work)[:, None]
+    spec = torch.fft.rfft2(x.to(work), s=grid)  # (N,i,Gh,Fw)
+    n, i = spec.shape[:2]
+    o = kernel.shape[0]
+    freqs = grid[0] * (grid[1] // 2 + 1)
+    z = torch.bmm(spec.reshape(n, i, freqs).permute(2, 0, 1),
+                  kernel.reshape(o, i, freqs).permute(2, 1, 0))  # (F, N, o)
+    z = z.permute(1, 2, 0).reshape(n, o, grid[0], grid[1] // 2 + 1)
+    a_h, c_w, s_w = _synthesis_matrices(grid, layer._crop(), layer.stride, x.device, work)
+    t = torch.matmul(a_h, z)
+    return (torch.matmul(t.real, c_w) + torch.matmul(t.imag, s_w)).to(out_dtype)

@@ -1,0 +1,198 @@
+"""apply_corruption: dtypes, shapes, determinism per image, errors, and the exact helpers."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from corruptions.generate import (ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, CORRUPTIONS,
+                                  EXTRA_CORRUPTIONS, apply_corruption)
+from corruptions.ops._rng import ImageRNG, image_keys, mix32, mix32_int
+from corruptions.ops.blur import glass_shuffle
+from corruptions.ops.noise import poisson_from_uniform
+
+
+def _images(n=6, size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    # smooth-ish images with structure so blurs and edges do something
+    base = torch.rand(n, 3, size // 4, size // 4, generator=g)
+    img = torch.nn.functional.interpolate(base, size=(size, size), mode="bilinear", align_corners=False)
+    return (img * 255).round().to(torch.uint8)
+
+
+@pytest.fixture(scope="module")
+def cifar_images(request):
+    from pathlib import Path
+    import os
+    path = Path(os.environ.get("ROBUST_EVAL_SHARED_DATA",
+                               Path(__file__).resolve().parents[2].parent / "shared" / "data"))
+    f = path / "cifar10" / "test.npz"
+    if f.exists():
+        x = np.load(f)["x"][:6]
+        return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+    return _images()
+
+
+def test_lists_and_registry():
+    assert len(BENCHMARK_CORRUPTIONS) == 15 and len(EXTRA_CORRUPTIONS) == 4
+    assert list(CORRUPTIONS) == list(ALL_CORRUPTIONS)
+    x = _images(2)
+    assert torch.equal(CORRUPTIONS["contrast"](x, 2), apply_corruption(x, "contrast", 2))
+
+
+@pytest.mark.parametrize("name", ALL_CORRUPTIONS)
+def test_every_corruption_every_severity_cifar(name, cifar_images):
+    x = cifar_images[:3]
+    prev_change = -1.0
+    changes = []
+    for s in range(1, 6):
+        y = apply_corruption(x, name, s, params="cifar10")
+        assert y.dtype == torch.uint8 and y.shape == x.shape
+        changes.append((y.float() - x.float()).abs().mean().item())
+    # every corruption changes the image at the top severity
+    assert changes[-1] > 0.5, (name, changes)
+    del prev_change
+
+
+@pytest.mark.parametrize("name", ALL_CORRUPTIONS)
+def test_batch_size_order_and_indices_do_not_matter(name, cifar_images):
+    x = cifar_images
+    full = apply_corruption(x, name, 3, seed=7)
+    # same images in another order, with their global indices
+    perm = torch.tensor([4, 1, 5, 0, 3, 2])
+    shuffled = apply_corruption(x[perm], name, 3, seed=7, indices=perm)
+    assert torch.equal(shuffled, full[perm])
+    # one at a time
+    single = torch.cat([apply_corruption(x[i:i + 1], name, 3, seed=7, indices=[i]) for i in range(2)])
+    assert torch.equal(single, full[:2])
+
+
+@pytest.mark.parametrize("name", ["gaussian_noise", "glass_blur", "frost", "fog", "elastic_transform",
+                                  "snow", "motion_blur", "spatter"])
+def test_seed_and_index_change_random_corruptions(name, cifar_images):
+    x = cifar_images[:2]
+    a = apply_corruption(x, name, 5, seed=0)
+    assert not torch.equal(a, apply_corruption(x, name, 5, seed=1))
+    assert torch.equal(a, apply_corruption(x, name, 5, seed=0))
+    same_image_twice = apply_corruption(x[[0, 0]], name, 5, seed=0, indices=[0, 1])
+    assert not torch.equal(same_image_twice[0], same_image_twice[1])
+
+
+@pytest.mark.parametrize("name", ["gaussian_noise", "defocus_blur", "snow", "saturate", "pixelate"])
+def test_float_input_matches_uint8_path(name, cifar_images):
+    x = cifar_images[:3]
+    y8 = apply_corruption(x, name, 2)
+    yf = apply_corruption(x.float() / 255, name, 2)
+    assert yf.dtype == torch.float32 and 0 <= yf.min() and yf.max() <= 1
+    # the float result, truncated like the uint8 path, differs by at most one level
+    diff = (torch.floor(yf * 255 + 2e-3) - y8.float()).abs()
+    assert diff.max() <= 1
+    if name != "pixelate":  # uint8 pixelate rounds between PIL's two passes, float does not
+        assert (diff > 0).float().mean() < 0.01
+    assert apply_corruption(x.double() / 255, name, 2).dtype == torch.float64
+
+
+def test_other_sizes_and_imagenet_params():
+    x = _images(2, size=48)
+    for name in ALL_CORRUPTIONS:
+        y = apply_corruption(x, name, 1, params="imagenet")
+        assert y.shape == x.shape
+
+
+@pytest.mark.parametrize("bad,match", [
+    (torch.zeros(2, 32, 32, 3, dtype=torch.uint8), r"\(N, 3, H, W\)"),
+    (torch.zeros(3, 32, 32, dtype=torch.uint8), r"\(N, 3, H, W\)"),
+    (torch.zeros(1, 3, 32, 32, dtype=torch.int32), "dtype"),
+    (torch.full((1, 3, 32, 32), 1.5), r"\[0, 1\]"),
+    (torch.full((1, 3, 32, 32), -0.1), r"\[0, 1\]"),
+    (torch.full((1, 3, 32, 32), float("nan")), r"\[0, 1\]"),
+    (np.zeros((1, 3, 32, 32), dtype=np.uint8), "torch.Tensor"),
+])
+def test_bad_images(bad, match):
+    with pytest.raises(ValueError, match=match):
+        apply_corruption(bad, "contrast", 1)
+
+
+def test_bad_name_suggests_closest():
+    with pytest.raises(ValueError, match=r"unknown corruption 'gausian_noise'.*did you mean 'gaussian_noise'"):
+        apply_corruption(_images(1), "gausian_noise", 1)
+    with pytest.raises(ValueError, match="unknown corruption 'zzz'"):
+        apply_corruption(_images(1), "zzz", 1)
+
+
+@pytest.mark.parametrize("severity", [0, 6, -1, 2.5, "3", None, True])
+def test_bad_severity(severity):
+    with pytest.raises(ValueError, match="severity"):
+        apply_corruption(_images(1), "contrast", severity)
+
+
+def test_bad_params_and_indices():
+    with pytest.raises(ValueError, match="unknown params set 'cifar100'"):
+        apply_corruption(_images(1), "contrast", 1, params="cifar100")
+    with pytest.raises(ValueError, match="indices"):
+        apply_corruption(_images(2), "contrast", 1, indices=[0])
+    with pytest.raises(ValueError, match="seed"):
+        apply_corruption(_images(2), "contrast", 1, seed=-3)
+
+
+def test_empty_batch():
+    x = torch.zeros(0, 3, 32, 32, dtype=torch.uint8)
+    assert apply_corruption(x, "fog", 1).shape == x.shape
+
+
+# ---- exact helpers --------------------------------------------------------------------------
+def test_int32_hash_matches_python_reference():
+    vals = [0, 1, 2, 12345, 2 ** 31 - 1, 2 ** 31, 2 ** 32 - 1, 0xDEADBEEF, 0x9E3779B9]
+    t = torch.tensor([v - 2 ** 32 if v >= 2 ** 31 else v for v in vals], dtype=torch.int32)
+    assert [int(v) & 0xFFFFFFFF for v in mix32(t)] == [mix32_int(v) for v in vals]
+
+
+def test_uniform_and_normal_statistics():
+    rng = ImageRNG(image_keys(0, torch.arange(64), 0, 1))
+    u = rng.uniform(0, (4096,))
+    assert 0 < u.min() and u.max() <= 1
+    assert abs(u.mean().item() - 0.5) < 0.002 and abs(u.var().item() - 1 / 12) < 0.001
+    z = rng.normal(1, (4096,))
+    assert abs(z.mean().item()) < 0.005 and abs(z.std().item() - 1) < 0.005
+    assert abs((z.abs() > 1.96).float().mean().item() - 0.05) < 0.003
+    # neighbouring images and elements are uncorrelated
+    assert abs(torch.corrcoef(torch.stack([z[0], z[1]]))[0, 1].item()) < 0.05
+    assert abs(torch.corrcoef(torch.stack([z[:, :-1].flatten(), z[:, 1:].flatten()]))[0, 1]) < 0.01
+
+
+def test_poisson_draws_have_poisson_moments():
+    c = 60.0
+    for level_frac, lam in [(0.05, 3.0), (0.5, 30.0)]:
+        level = torch.full((200_000,), level_frac * 4080.0)
+        u = ImageRNG(image_keys(3, torch.arange(1), 1, 1)).uniform(0, (200_000,))[0]
+        k = poisson_from_uniform(level, u, c).double()
+        assert abs(k.mean().item() - lam) < 4 * math.sqrt(lam / 200_000) + 1e-9
+        assert abs(k.var().item() / lam - 1) < 0.02
+        if lam == 3.0:  # P(K=0) = e^-3
+            assert abs((k == 0).double().mean().item() - math.exp(-3)) < 0.003
+
+
+def _glass_sequential(img, offsets, delta):
+    """The reference's raster loop with copy (not swap) semantics, on numpy (H, W, C)."""
+    x = img.copy()
+    h, w = x.shape[:2]
+    for it in range(offsets.shape[0]):
+        s = 0
+        for hh in range(h - delta, delta, -1):
+            for ww in range(w - delta, delta, -1):
+                dx, dy = offsets[it, s]
+                s += 1
+                x[hh, ww], x[hh + dy, ww + dx] = x[hh + dy, ww + dx], x[hh, ww]
+    return x
+
+
+@pytest.mark.parametrize("delta,iters,size", [(1, 2, 12), (2, 1, 13), (4, 2, 17)])
+def test_glass_wavefronts_equal_the_sequential_loop(delta, iters, size):
+    rng = np.random.default_rng(delta)
+    img = rng.integers(0, 256, (size, size, 3)).astype(np.uint8)
+    steps = (size - 2 * delta) ** 2
+    offsets = rng.integers(-delta, delta, (iters, steps, 2))
+    want = _glass_sequential(img, offsets, delta)
+    got = glass_shuffle(torch.from_numpy(img).permute(2, 0, 1)[None].double(),
+                        torch.from_numpy(offsets)[None], delta)
+    assert np.array_equal(got[0].permute(1, 2, 0).numpy().astype(np.uint8), want)
