@@ -1,7 +1,8 @@
 """ConvNorm (faithful, fast) vs conv+BN, one process: ratios of train-step and eval times.
 
 Train step = forward + loss + backward (no optimizer), eval = forward under no_grad in eval mode.
-CPU: median wall time (perf_counter); CUDA: median of CUDA-event times. Prints a markdown table.
+CPU: median wall time (perf_counter); CUDA: median of CUDA-event times; the three variants run
+interleaved. Prints a markdown table. GPU goal (batch 512): fast train <= 1.5x BN, eval <= 1.5x.
 
   PYTHONPATH=. python benchmarks/convnorm_speed.py --device cpu --threads 1
   PYTHONPATH=. python benchmarks/convnorm_speed.py --device cuda --batch 512 --model-batch 512
@@ -48,43 +49,51 @@ def model_for(variant: str) -> nn.Module:
     return model
 
 
-def timer(device: torch.device) -> Callable[[Callable[[], None], int, int], float]:
-    def run(fn: Callable[[], None], warmup: int, iters: int) -> float:
-        for _ in range(warmup):
-            fn()
-        times = []
-        for _ in range(iters):
-            if device.type == "cuda":
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn()
-                end.record()
-                torch.cuda.synchronize()
-                times.append(start.elapsed_time(end))
-            else:
-                t0 = time.perf_counter()
-                fn()
-                times.append((time.perf_counter() - t0) * 1e3)
-        return statistics.median(times)
-    return run
+def time_once(fn: Callable[[], None], device: torch.device) -> float:
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end)
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
 
 
-def measure(module: nn.Module, x: torch.Tensor, run, warmup: int, iters: int) -> Dict[str, float]:
-    module.train()
-
+def steps_for(module: nn.Module, x: torch.Tensor, phase: str) -> Callable[[], None]:
     def train_step() -> None:
         module.zero_grad(set_to_none=True)
         module(x).float().square().mean().backward()
-
-    train_ms = run(train_step, warmup, iters)
-    module.eval()
 
     def eval_step() -> None:
         with torch.no_grad():
             module(x)
 
-    eval_ms = run(eval_step, warmup, iters)
-    return {"train": train_ms, "eval": eval_ms}
+    return train_step if phase == "train" else eval_step
+
+
+def measure(modules: Dict[str, nn.Module], x: torch.Tensor, device: torch.device, warmup: int,
+            iters: int) -> Dict[str, Dict[str, float]]:
+    """Median ms per variant and phase; variants interleaved so load changes hit all alike."""
+    result: Dict[str, Dict[str, float]] = {v: {} for v in modules}
+    for phase in ("train", "eval"):
+        steps = {}
+        for v, module in modules.items():
+            module.train()
+            module(x)  # one training step so eval has a running estimate
+            module.train(phase == "train")
+            steps[v] = steps_for(module, x, phase)
+        times: Dict[str, List[float]] = {v: [] for v in modules}
+        for rep in range(warmup + iters):
+            for v, step in steps.items():
+                ms = time_once(step, device)
+                if rep >= warmup:
+                    times[v].append(ms)
+        for v in modules:
+            result[v][phase] = statistics.median(times[v])
+    return result
 
 
 def main() -> None:
@@ -100,7 +109,6 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    run = timer(device)
     torch.manual_seed(0)
     print(f"device={device} threads={args.threads} torch={torch.__version__} "
           f"batch={args.batch} model_batch={args.model_batch}")
@@ -113,7 +121,8 @@ def main() -> None:
         cases.append(("ResNet-18 (CIFAR)", model_for, (args.model_batch, 3, 32, 32)))
     for name, make, shape in cases:
         x = torch.randn(*shape, device=device)
-        res = {v: measure(make(v).to(device), x, run, args.warmup, args.iters) for v in VARIANTS}
+        res = measure({v: make(v).to(device) for v in VARIANTS}, x, device, args.warmup,
+                      args.iters)
         cells = []
         for phase in ("train", "eval"):
             base = res["bn"][phase]

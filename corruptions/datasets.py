@@ -107,11 +107,14 @@ def save_npy_atomic(path: PathLike, array: np.ndarray) -> Path:
 def find_cifar_c_dir(root: PathLike, dataset: Optional[str] = None) -> Path:
     """`root` itself when it holds labels.npy, else root/CIFAR-10-C or root/CIFAR-100-C."""
     root = Path(root)
-    if (root / "labels.npy").is_file():
-        return root
     if dataset is not None and dataset not in CIFAR_C_FOLDERS:
         raise ValueError(f"dataset {dataset!r} has no CIFAR-C layout (known: "
                          f"{', '.join(CIFAR_C_FOLDERS)})")
+    if (root / "labels.npy").is_file():
+        if dataset and root.name in CIFAR_C_NUM_CLASSES and root.name != CIFAR_C_FOLDERS[dataset]:
+            raise LayoutError(f"{root} is {root.name}, not the {dataset} corruptions "
+                              f"({CIFAR_C_FOLDERS[dataset]})")
+        return root
     names = [CIFAR_C_FOLDERS[dataset]] if dataset else list(CIFAR_C_FOLDERS.values())
     for name in names:
         if (root / name / "labels.npy").is_file():

@@ -185,7 +185,12 @@ def extract_cifar_c(archive: PathLike, root: PathLike, folder: str) -> Path:
         if not extracted.is_dir():
             found = sorted(p.name for p in temp.iterdir())
             raise DownloadError(f"{archive} holds no {folder}/ folder (found: {found})")
-        CifarC(extracted)  # labels present and consistent
+        data = CifarC(extracted)  # labels present and consistent
+        names = data.corruptions()
+        if not names:
+            raise DownloadError(f"{archive}: {folder}/ holds no corruption .npy files")
+        for name in names:  # header check only (memory map): shape and dtype
+            data.array(name)
         final = root / folder
         if final.exists():
             raise DownloadError(f"{final} appeared while extracting; not overwriting it")

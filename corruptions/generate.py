@@ -47,8 +47,10 @@ _KERNELS: dict[str, Callable] = {
 }
 # Bytes of float32 work per chunk; chunks never change results (per-image randomness).
 _CHUNK_PIXELS = 1 << 22
-# float32 results that should be an exact level k can land at k - 1e-5; the reference
-# computes in float64, so nudge before truncating.
+# Kernels whose reference computes in float64 in the same order: with uint8 input we do too and
+# truncate like np.uint8 (so even the reference's 57.99999 -> 57 is reproduced). The others run in
+# float32 and get a small nudge before truncation, so exact levels k do not drop to k - 1.
+_FLOAT64_KERNELS = frozenset({"brightness", "saturate", "contrast", "gaussian_blur", "defocus_blur"})
 _TRUNC_EPS = 2e-3
 
 
@@ -126,14 +128,17 @@ def apply_corruption(images: torch.Tensor, name: str, severity: int, *, params: 
     quantized = images.dtype == torch.uint8
     kernel = _KERNELS[name]
     chunk = max(1, _CHUNK_PIXELS // (h * w))
+    exact64 = quantized and name in _FLOAT64_KERNELS
+    work = torch.float64 if exact64 else torch.float32
+    eps = 0.0 if exact64 else _TRUNC_EPS
     outs = []
     for start in range(0, n, chunk):
         part = images[start:start + chunk]
-        x = part.to(torch.float32) / 255.0 if quantized else part.to(torch.float32)
+        x = part.to(work) / 255.0 if quantized else part.to(torch.float32)
         ctx = Context(rng=ImageRNG(keys[start:start + chunk]), quantized=quantized, param_set=params)
         y = kernel(x, p, ctx).clamp_(0.0, 1.0)
         if quantized:
-            y = torch.floor(y * 255.0 + _TRUNC_EPS).clamp_(0, 255).to(torch.uint8)
+            y = torch.floor(y * 255.0 + eps).clamp_(0, 255).to(torch.uint8)
         else:
             y = y.to(images.dtype)
         outs.append(y)

@@ -241,4 +241,7 @@ def failed_table(frame: pd.DataFrame) -> pd.DataFrame:
     table = failed[keep].reset_index(drop=True)
     if "eps" in table.columns:
         table["eps"] = [eps_label(e) for e in table["eps"]]
+    if "error" in table.columns:  # the first line, shortened: tracebacks do not fit a table
+        table["error"] = [str(e).strip().splitlines()[0][:120] if pd.notna(e) else ""
+                          for e in table["error"]]
     return table

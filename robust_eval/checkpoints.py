@@ -355,12 +355,10 @@ def load_checkpoint(path: PathLike, arch: Optional[str] = None, norm: Optional[s
     num_classes = num_classes or meta.get("num_classes") or _num_classes_of(state)
     if arch is None or norm is None:
         fits = infer_arch_norm(state, arch, norm)
-        if not fits:
-            hint = f"; the closest arch is {_closest(state)!r}" if arch is None else ""
-            what = f"arch {arch!r}" if arch else "any registered arch"
-            raise CheckpointError(f"{path}: the weights fit {what} with no registered norm"
-                                  f"{hint}; pass arch/norm explicitly to see which keys differ")
-        arch, norm = arch or fits[0][0], norm or fits[0][1]
+        if fits:
+            arch, norm = arch or fits[0][0], norm or fits[0][1]
+        else:  # compare with the closest candidate below, which names the differing keys
+            arch, norm = arch or _closest(state), norm or "bn"
     spec = MODELS.get(arch)
     num_classes = num_classes or spec.default_num_classes
     if mean is None or std is None:

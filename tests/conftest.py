@@ -8,7 +8,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ROBUST_EVAL_SHARED_DATA", REPO.parent / "shared" / "data"))
 
-torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
+# One thread: tests run beside other processes on 2 cores, where 2 threads are often slower.
+torch.set_num_threads(1)
 
 
 def shared_path(*parts: str) -> Path:

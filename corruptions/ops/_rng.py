@@ -69,9 +69,10 @@ class ImageRNG:
 
     def bits(self, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
         numel = math.prod(shape)
-        salt = _signed(mix32_int(stream * 0x632BE5AB + 0x5BD1E995))
+        salt1 = mix32_int(stream * 0x632BE5AB + 0x5BD1E995)
+        salt2 = mix32_int(salt1 ^ 0x68E31DA4) ^ 0x1B56C4E9  # != mix(salt1): element 0 differs per stream
         counters = torch.arange(numel, dtype=torch.int32, device=self.device)
-        per_element = mix32(mix32(counters ^ salt) ^ _signed(mix32_int(salt)))
+        per_element = mix32(mix32(counters ^ _signed(salt1)) ^ _signed(salt2))
         out = mix32(per_element.unsqueeze(0) ^ self.keys.unsqueeze(1))
         return out.view(len(self), *shape)
 

@@ -116,6 +116,12 @@ def _write_record(folder: Path, record: dict, names: List[str]) -> None:
 
 def run_generate(args) -> int:
     import torch
+
+    with torch.inference_mode():  # scoped: main() may run inside a longer process
+        return _generate(args)
+
+
+def _generate(args) -> int:
     from tqdm.auto import tqdm
 
     from corruptions.datasets import CIFAR_C_FOLDERS, IMAGENET_C_FOLDER, CifarCWriter, \
@@ -124,7 +130,6 @@ def run_generate(args) -> int:
     from robust_eval.data import load_split
     from robust_eval.schema import code_version
 
-    torch.set_grad_enabled(False)
     names = _corruption_names(args.corruptions)
     device = _device(args.device)
     params = args.params or ("imagenet" if args.dataset == "imagenet" else "cifar10")

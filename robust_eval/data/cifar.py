@@ -87,7 +87,8 @@ def _read_torchvision(dataset: str, folder: Path, split: str) -> Tuple[np.ndarra
     classes = layout["classes"]
     if (folder / layout["meta"]).is_file():
         meta = _read_batch(folder / layout["meta"])
-        classes = [str(c) for c in meta.get(layout["names_key"], classes)]
+        classes = [c.decode() if isinstance(c, bytes) else str(c)
+                   for c in meta.get(layout["names_key"], classes)]
     return np.concatenate(xs), np.concatenate(ys), classes
 
 

@@ -74,8 +74,7 @@ def label_noise_rows(*, arch: str, norm: str = "bn", noise_type: str = "symmetri
     if not result.complete:  # pragma: no cover - train_model runs to the end without stop_after
         raise RuntimeError(f"training in {result.out_dir} did not finish")
     if test_data is None:
-        test_data = load_split(result.spec.dataset if data_root is not None else dataset,
-                               data_root, split="test", limit=test_limit)
+        test_data = load_split(dataset, data_root, split="test", limit=test_limit)
     elif test_limit is not None:
         test_data = test_data.subset(test_limit)
 

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 from torch import nn
 
-from robust_eval.schema import COLUMNS, make_row
+from robust_eval.schema import COLUMNS
 
 LOG = logging.getLogger("robust_eval.jobs")
 _CACHE_SIZE = 4
@@ -147,91 +147,78 @@ def failed_rows(cell: Dict[str, Any], error: str) -> List[Dict[str, Any]]:
     return [row]
 
 
-def count_correct(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                  batch_size: int, device: str) -> int:
-    from robust_eval.data import batches
-
-    correct = 0
-    with torch.inference_mode():
-        for x, y in batches(images, labels, batch_size, device=device):
-            correct += int((model(x).argmax(1) == y).sum())
-    return correct
-
-
 # ----------------------------------------------------------------------------- benchmarks
+# Each cell calls the plain entry point of the module that owns its benchmark, so `run` and
+# `robust-eval evaluate` compute every number the same way.
 def _run_clean(cell, device) -> List[Dict[str, Any]]:
+    from robust_eval.evaluate.clean import run_clean
+
     model = load_model(cell["model_spec"], device)
     data = load_data(cell["dataset_spec"], limit=cell["limit"])
-    correct = count_correct(model, data.images, data.labels, cell["batch_size"], device)
-    return [make_row(correct=correct, n=len(data), **base_fields(cell, model))]
+    return run_clean(model, data, base_fields(cell, model), batch_size=cell["batch_size"],
+                     device=device)
 
 
 def _run_corruption(cell, device) -> List[Dict[str, Any]]:
+    from robust_eval.evaluate.corruption import corruption_rows
+
     p = cell["params"]
     model = load_model(cell["model_spec"], device)
     data = load_data(cell["dataset_spec"], limit=cell["limit"])
-    if p["source"] == "files":
-        images, labels = _published_corruption(cell, p, len(data))
-    else:
-        from corruptions.generate import apply_corruption
-
-        images = apply_corruption(data.images, p["corruption"], p["severity"],
-                                  params=p["params"], seed=cell["seed"])
-        labels = data.labels
-    correct = count_correct(model, images, labels, cell["batch_size"], device)
-    fields = dict(base_fields(cell, model), **_param_fields(cell))
-    fields["params"] = json.dumps({"source": p["source"], "params": p["params"]},
-                                  sort_keys=True)
-    return [make_row(correct=correct, n=len(labels), **fields)]
-
-
-def _published_corruption(cell, p, n: int):
-    kind = cell["dataset_spec"]["kind"]
-    root = cell["extra"]["path"]
-    if kind in ("cifar10", "cifar100"):
-        from corruptions.datasets import load_cifar_c
-
-        return load_cifar_c(root, p["corruption"], p["severity"], limit=n)
-    if kind == "imagenet":
-        from corruptions.datasets import load_imagenet_c
-
-        images, labels, _ = load_imagenet_c(root, p["corruption"], p["severity"], limit=n)
-        return images, labels
-    raise ValueError(f"no published corruption files exist for dataset kind {kind!r}; "
-                     f"use source: generated")
+    published = p["source"] == "files"
+    return corruption_rows(
+        model, data, corruptions=[p["corruption"]], severities=[p["severity"]],
+        params=None if published else p["params"],
+        source=cell["extra"]["path"] if published else "generate", seed=cell["seed"],
+        batch_size=cell["batch_size"], base=base_fields(cell, model), device=device)
 
 
 def _run_attack(cell, device) -> List[Dict[str, Any]]:
-    from attacks.sweep import eps_sweep
+    from robust_eval.evaluate.attack import run_attack_cells
 
     p = cell["params"]
     model = load_model(cell["model_spec"], device)
     data = load_data(cell["dataset_spec"], limit=cell["limit"])
-    frame = eps_sweep(model, data.images.float().div(255), data.labels, attack=p["attack"],
-                      eps_list=[p["eps"]], steps=p["steps"], alpha=p["alpha"],
-                      restarts=p["restarts"], seed=cell["seed"], engine=p["engine"],
-                      batch_size=cell["batch_size"], device=device)
-    rows = []
-    base = base_fields(cell, model)
-    for record in frame.to_dict("records"):
-        fields = dict(base)
-        for column in ("attack", "threat", "eps", "steps", "restarts", "warnings"):
-            if column in record and record[column] is not None:
-                fields[column] = record[column]
-        fields["benchmark"] = "attack"
-        rows.append(make_row(correct=int(record["correct"]), n=int(record["n"]), **fields))
-    return rows
+    return run_attack_cells(
+        model, data.images, data.labels, attacks=[p["attack"]], eps_list=[p["eps"]],
+        steps=p["steps"], alpha=p["alpha"], restarts=p["restarts"], seed=cell["seed"],
+        engine=p["engine"], batch_size=cell["batch_size"], device=device,
+        base=base_fields(cell, model))
 
 
 def _run_label_noise(cell, device) -> List[Dict[str, Any]]:
-    from robust_eval.evaluate.label_noise import run_label_noise_cell
+    """Train (or reuse from the cache) on noisy training labels, test on clean test labels."""
+    from robust_eval.evaluate.label_noise import label_noise_rows
 
-    p = cell["params"]
-    rows = run_label_noise_cell(
-        arch=cell["model_spec"].get("arch"), norm=cell["model_spec"].get("norm"),
-        dataset=cell["dataset_spec"], noise_type=p["noise_type"], noise_rate=p["noise_rate"],
-        seed=cell["seed"], recipe=p["recipe"], device=device, base=base_fields(cell))
-    return list(rows)
+    p, spec, data_spec = cell["params"], cell["model_spec"], cell["dataset_spec"]
+    arch, norm = spec.get("arch"), spec.get("norm")
+    if (arch is None or norm is None) and spec.get("checkpoint"):
+        from robust_eval.checkpoints import read_checkpoint_metadata
+
+        meta = read_checkpoint_metadata(spec["checkpoint"])  # retrain the same arch and norm
+        arch, norm = arch or meta.get("arch"), norm or meta.get("norm")
+    if arch is None or norm is None:
+        raise ValueError(f"model {cell['model']!r}: label-noise training needs arch and norm "
+                         f"(set them in the config)")
+    test = load_data(data_spec, limit=cell["limit"])
+    rows = label_noise_rows(
+        arch=arch, norm=norm, noise_type=p["noise_type"],
+        noise_rate=p["noise_rate"], seed=cell["seed"], dataset=data_spec["kind"],
+        data_root=data_spec.get("root"), cache_dir=cell["extra"]["label_noise_cache"],
+        recipe=p["recipe"], test_data=test, num_classes=spec.get("num_classes"),
+        mean=spec.get("mean"), std=spec.get("std"), device=device,
+        batch_size=cell["batch_size"], model_name=cell["model"])
+    base = base_fields(cell)
+    for row in rows:
+        row["dataset"] = base["dataset"]
+        row["code_version"] = base["code_version"]
+        if not isfinite_number(row.get("accuracy")):
+            raise NonFiniteOutputError("label-noise training produced no finite accuracy")
+    return rows
+
+
+def isfinite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 RUNNERS: Dict[str, Callable[[Dict[str, Any], str], List[Dict[str, Any]]]] = {

@@ -199,8 +199,8 @@ def _resolve_path(value: str, base: Path) -> str:
 # ----------------------------------------------------------------------------- sections
 _MODEL_FIELDS = ("name", "arch", "norm", "checkpoint", "robustbench", "threat_model",
                  "zoo_dataset", "model_dir", "num_classes", "mean", "std", "train")
-_TRAIN_FIELDS = ("dataset", "root", "epochs", "lr", "batch_size", "seed", "weight_decay",
-                 "momentum", "augment", "limit", "recipe", "cache_dir")
+_TRAIN_FIELDS = ("dataset", "root", "epochs", "lr", "milestones", "batch_size", "seed",
+                 "weight_decay", "momentum", "augment", "limit", "recipe", "cache_dir")
 
 
 def _parse_model(c: _Checker, raw: Any, path: str, base: Path) -> ModelSpec:
@@ -246,6 +246,11 @@ def _parse_model(c: _Checker, raw: Any, path: str, base: Path) -> ModelSpec:
         for key in ("lr", "weight_decay", "momentum"):
             if key in train:
                 train[key] = c.number(train[key], f"{path}.train.{key}", minimum=0)
+        if "milestones" in train:
+            train["milestones"] = [c.integer(m, f"{path}.train.milestones[{i}]", minimum=1)
+                                   for i, m in enumerate(c.sequence(
+                                       train["milestones"], f"{path}.train.milestones",
+                                       non_empty=False))]
         if "augment" in train and not isinstance(train["augment"], bool):
             raise c.fail(f"{path}.train.augment", f"expected true or false, got "
                                                   f"{_show(train['augment'])}")

@@ -32,6 +32,17 @@ def failed_outcome(cell: Cell, error: str, seconds: float = 0.0) -> Dict[str, An
             "error": error, "seconds": seconds}
 
 
+DEFAULT_CELL_FUNCTION = "robust_eval.jobs.cells:execute_cell"
+
+
+def import_function(path: str) -> Callable[..., Dict[str, Any]]:
+    """'package.module:function' -> the function (workers import it by name, so it travels)."""
+    import importlib
+
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def resolve_device(device: str) -> str:
     import torch
 
@@ -44,8 +55,10 @@ class LocalExecutor:
     name = "local"
 
     def __init__(self, device: str = "auto", workers: Optional[int] = None,
-                 threads_per_worker: Optional[int] = None):
+                 threads_per_worker: Optional[int] = None,
+                 cell_function: str = DEFAULT_CELL_FUNCTION):
         self.device = resolve_device(device)
+        self.cell_function = cell_function
         if workers is None:
             workers = self._gpu_count() if self.device == "cuda" else 1
         self.workers = max(1, workers)
@@ -74,8 +87,7 @@ class LocalExecutor:
             self._run_processes(cells, on_result, on_start)
 
     def _run_inline(self, cells, on_result, on_start) -> None:
-        from robust_eval.jobs.cells import execute_cell
-
+        execute_cell = import_function(self.cell_function)
         for cell in cells:
             if on_start:
                 on_start(cell)
@@ -85,7 +97,8 @@ class LocalExecutor:
         context = mp.get_context("spawn")  # fork after torch/CUDA init is unsafe
         pending = deque(cells)
         workers: List[_Worker] = [
-            _Worker(context, device, self.threads_per_worker or 1) for device in self.devices()
+            _Worker(context, device, self.threads_per_worker or 1, self.cell_function)
+            for device in self.devices()
         ]
         try:
             while pending or any(w.cell is not None for w in workers):
@@ -113,7 +126,8 @@ class LocalExecutor:
                             cell, f"worker process died (exit code {worker.process.exitcode}) "
                                   f"while running this cell", time.time() - worker.started)
                         workers[workers.index(worker)] = _Worker(
-                            context, worker.device, self.threads_per_worker or 1)
+                            context, worker.device, self.threads_per_worker or 1,
+                            self.cell_function)
                     on_result(cell, outcome)
         finally:
             for worker in workers:
@@ -121,10 +135,11 @@ class LocalExecutor:
 
 
 class _Worker:
-    def __init__(self, context, device: str, threads: int):
+    def __init__(self, context, device: str, threads: int, cell_function: str):
         self.device = device
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_worker_main, args=(child, device, threads),
+        self.process = context.Process(target=_worker_main,
+                                       args=(child, device, threads, cell_function),
                                        daemon=True)
         self.process.start()
         child.close()
@@ -173,11 +188,11 @@ class _Worker:
         self.conn.close()
 
 
-def _worker_main(conn, device: str, threads: int) -> None:
+def _worker_main(conn, device: str, threads: int, cell_function: str) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    from robust_eval.jobs.cells import execute_cell
+    execute_cell = import_function(cell_function)
 
     while True:
         try:
@@ -197,8 +212,10 @@ class RayExecutor:
 
     def __init__(self, device: str = "auto", address: Optional[str] = None,
                  num_cpus: Optional[int] = None, gpus_per_cell: Optional[float] = None,
-                 cpus_per_cell: float = 1.0, init_kwargs: Optional[Dict[str, Any]] = None):
+                 cpus_per_cell: float = 1.0, init_kwargs: Optional[Dict[str, Any]] = None,
+                 cell_function: str = DEFAULT_CELL_FUNCTION):
         self.device = device
+        self.cell_function = cell_function
         self.address = address or os.environ.get("RAY_ADDRESS")
         self.num_cpus = num_cpus
         self.gpus_per_cell = gpus_per_cell
@@ -244,7 +261,7 @@ class RayExecutor:
         for cell in cells:
             if on_start:
                 on_start(cell)
-            refs[task.remote(cell.to_dict(), self.device)] = cell
+            refs[task.remote(cell.to_dict(), self.device, self.cell_function)] = cell
         while refs:
             done, _ = ray.wait(list(refs), num_returns=1)
             for ref in done:
@@ -258,11 +275,10 @@ class RayExecutor:
                 on_result(cell, outcome)
 
 
-def _ray_execute(cell: Dict[str, Any], device: str) -> Dict[str, Any]:
+def _ray_execute(cell: Dict[str, Any], device: str, cell_function: str) -> Dict[str, Any]:
     import torch
 
-    from robust_eval.jobs.cells import execute_cell
-
+    execute_cell = import_function(cell_function)
     if device == "auto":
         import ray
 

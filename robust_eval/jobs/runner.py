@@ -78,9 +78,10 @@ def train_and_cache(spec: ModelSpec, device: str) -> Path:
     train.pop("cache_dir", None)
     run_dir = _train_run_dir(spec)
     options: Dict[str, Any] = {}
-    for key in ("epochs", "lr", "batch_size", "weight_decay", "momentum", "augment"):
+    for key in ("epochs", "lr", "batch_size", "weight_decay", "momentum", "augment",
+                "milestones"):
         if key in train:
-            options[key] = train[key]
+            options[key] = tuple(train[key]) if key == "milestones" else train[key]
     if "limit" in train:
         options["train_limit"] = train["limit"]
     if spec.mean:
@@ -127,8 +128,10 @@ def prepare_models(config: JobConfig, *, device: str, train: bool = True,
                     LOG.error("%s", error)
                     echo(error)
             else:
-                for name in ("best.pt", "last.pt"):
-                    if (run_dir / name).is_file() and (run_dir / "state.pt").is_file():
+                from robust_eval.train import BEST_FILE, LAST_FILE, STATE_FILE
+
+                for name in (BEST_FILE, LAST_FILE):
+                    if (run_dir / name).is_file() and (run_dir / STATE_FILE).is_file():
                         spec.checkpoint = str(run_dir / name)
                         break
         sha = None
@@ -153,6 +156,8 @@ def plan(config: JobConfig, prepared: Dict[str, Dict[str, Any]], code_version: s
     cells = expand(config, identities, code_version)
     for cell in cells:
         cell.extra["code_version"] = code_version
+        if cell.benchmark == "label_noise":
+            cell.extra["label_noise_cache"] = str(default_cache_dir() / "label_noise")
         if prepared[cell.model]["error"]:
             cell.extra["prepare_error"] = prepared[cell.model]["error"]
     return cells

@@ -22,8 +22,9 @@ def _pivot(rows: pd.DataFrame, index: List[str], columns: List[str], value: str
         return pd.DataFrame()
     rows = rows.copy()
     rows[value] = pd.to_numeric(rows[value], errors="coerce")
-    return rows.pivot_table(index=index, columns=columns, values=value, aggfunc="mean",
-                            dropna=False, sort=True)
+    # groupby keeps only observed combinations, and a failed cell stays a NaN entry
+    means = rows.groupby(index + columns, dropna=False, sort=True)[value].mean()
+    return means.unstack(columns)
 
 
 def corruption_table(frame: pd.DataFrame, model: Optional[str] = None,

@@ -1,9 +1,10 @@
 """Fast ConvNorm: exact rewrites of the faithful steps (docs/performance.md, "ConvNorm layer").
 
 1. V from the kernel's autocorrelation (Wiener-Khinchin): sum_i |w_hat[o,i,f]|^2 is the DFT of
-   R[o] = sum_i w[o,i] (x) w[o,i], a (2k-1)^2 array. A grouped conv gives R, a small real
-   cosine transform gives the energy on the grid: O(C_out C_in k^4 + C_out k^2 G) instead of
-   C_out C_in FFTs of the whole grid (which cost more than the data FFTs below batch ~C_in).
+   R[o] = sum_i w[o,i] (x) w[o,i], a (2k-1)^2 array. A per-filter Gram matrix (k^2 x k^2, one
+   bmm) gives R, a small real cosine transform gives the energy on the grid:
+   O(C_out C_in k^4 + C_out k^2 G) instead of C_out C_in FFTs of the whole grid (which cost
+   more than the data FFTs below batch ~C_in). Float64, so no cancellation issue.
 2. 1x1 kernels: one conv with L2-normalised filters at the layer's stride (no stride-1 work).
 3. Only the kept outputs are synthesised: the inverse DFT is two small dense matrices that fold
    in the crop and the stride (strided layers never build the full stride-1 grid on the way
@@ -47,12 +48,27 @@ def _energy_matrices(k: int, grid: Tuple[int, int], device) -> Tuple[Tensor, Ten
     return _cached(("energy", k, grid, str(device)), build)
 
 
+def _shift_matrix(k: int, device) -> Tensor:
+    """P[(p, q), d]: 1 where kernel taps p, q (flattened k x k) differ by the 2-D shift d = q - p."""
+    def build():
+        taps = torch.stack(torch.meshgrid(torch.arange(k), torch.arange(k), indexing="ij"),
+                           -1).reshape(-1, 2)
+        diff = (taps[None, :, :] - taps[:, None, :]) + (k - 1)  # (k^2, k^2, 2), q - p
+        flat = (diff[..., 0] * (2 * k - 1) + diff[..., 1]).reshape(-1)
+        mat = torch.zeros(k ** 4, (2 * k - 1) ** 2, dtype=torch.float64)
+        mat[torch.arange(k ** 4), flat] = 1.0
+        return (mat.to(device),)
+    return _cached(("shift", k, str(device)), build)[0]
+
+
 def spectral_energy_fast(weight: Tensor, grid: Tuple[int, int]) -> Tensor:
     """Same as convnorm.spectral_energy (rfft2 layout), via the autocorrelation, in float64."""
     o, i, k, _ = weight.shape
-    w = weight.detach().to(torch.float64)
-    # R[o, a, b] = sum_{i,u,v} w[o,i,u+a-(k-1),v+b-(k-1)] w[o,i,u,v]
-    auto = F.conv2d(w.reshape(1, o * i, k, k), w, padding=k - 1, groups=o)[0]
+    w = weight.detach().to(torch.float64).reshape(o, i, k * k)
+    gram = torch.bmm(w.transpose(1, 2), w)  # (o, k^2, k^2): sum_i w[o,i,p] w[o,i,q]
+    # R[o, d] = sum_i sum_u w[o,i,u] w[o,i,u+d], shifts d in [-(k-1), k-1]^2
+    auto = (gram.reshape(o, k ** 4) @ _shift_matrix(k, weight.device)).reshape(
+        o, 2 * k - 1, 2 * k - 1)
     ch, sh, cw, sw = _energy_matrices(k, grid, weight.device)
     # R is symmetric (R[-d] = R[d]), so its DFT is real: Re(e^{-i th} R e^{-i tw}^T).
     return ch @ auto @ cw.t() - sh @ auto @ sw.t()
@@ -119,38 +135,3 @@ def forward_fast(layer, x: Tensor) -> Tensor:
     t = torch.matmul(a_h, z)
     return (torch.matmul(t.real, c_w) + torch.matmul(t.imag, s_w)).to(out_dtype)
 
-
-def _kernel_dft_matrices(k: int, grid: Tuple[int, int], device, dtype) -> Tuple[Tensor, Tensor]:
-    """E_h (G_h, k), E_w (k, F_w): DFT of the flipped kernel w[k-1-u] zero-padded to the grid."""
-    def build():
-        gh, gw = grid
-        u = torch.arange(k, dtype=torch.float64)
-        th = -2 * math.pi * torch.outer(torch.arange(gh, dtype=torch.float64), k - 1 - u) / gh
-        tw = -2 * math.pi * torch.outer(k - 1 - u, torch.arange(gw // 2 + 1,
-                                                                dtype=torch.float64)) / gw
-        complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
-        return (torch.polar(torch.ones_like(th), th).to(device=device, dtype=complex_dtype),
-                torch.polar(torch.ones_like(tw), tw).to(device=device, dtype=complex_dtype))
-    return _cached(("kernel", k, grid, str(device), dtype), build)
-
-
-def forward_fourier(layer, x: Tensor) -> Tensor:
-    """The whole conv in the Fourier domain: per-frequency channel matmul with V folded in."""
-    k = layer.kernel_size[0]
-    grid = layer.grid_for(*x.shape[-2:])
-    V = layer.current_V(grid)
-    out_dtype = x.dtype
-    work = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    e_h, e_w = _kernel_dft_matrices(k, grid, x.device, work)
-    w = layer.weight.to(work)
-    kernel = torch.matmul(torch.matmul(e_h, w.to(e_h.dtype)), e_w) * V.to(work)[:, None]
-    spec = torch.fft.rfft2(x.to(work), s=grid)  # (N,i,Gh,Fw)
-    n, i = spec.shape[:2]
-    o = kernel.shape[0]
-    freqs = grid[0] * (grid[1] // 2 + 1)
-    z = torch.bmm(spec.reshape(n, i, freqs).permute(2, 0, 1),
-                  kernel.reshape(o, i, freqs).permute(2, 1, 0))  # (F, N, o)
-    z = z.permute(1, 2, 0).reshape(n, o, grid[0], grid[1] // 2 + 1)
-    a_h, c_w, s_w = _synthesis_matrices(grid, layer._crop(), layer.stride, x.device, work)
-    t = torch.matmul(a_h, z)
-    return (torch.matmul(t.real, c_w) + torch.matmul(t.imag, s_w)).to(out_dtype)

@@ -451,7 +451,8 @@ def _free_adversarial_step(model, x, y, spec: TrainSpec, optimizer, scaler, pena
                 loss = loss + penalty(model)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
-        grad = delta.grad
+        grad = torch.nan_to_num(delta.grad)  # fp16 overflow: the scaler skips the step, and
+        # delta must not turn NaN for the next replay
         delta = (delta.detach() + spec.adv_step * grad.sign()).clamp_(-spec.adv_eps, spec.adv_eps)
         scaler.step(optimizer)
         scaler.update()

@@ -55,6 +55,14 @@ def test_round_trip_official_layout(cifar_c):
     assert leftovers(folder) == []
 
 
+def test_dataset_folder_mismatch(cifar_c):
+    folder, _, _ = cifar_c
+    with pytest.raises(LayoutError, match="is CIFAR-10-C, not the cifar100 corruptions"):
+        CifarC(folder, "cifar100")
+    with pytest.raises(FileNotFoundError, match="CIFAR-100-C/labels.npy"):
+        CifarC(folder.parent, "cifar100")
+
+
 def test_reader_is_memory_mapped(cifar_c):
     folder, _, _ = cifar_c
     assert isinstance(CifarC(folder).array("fog"), np.memmap)

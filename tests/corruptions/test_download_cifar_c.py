@@ -178,17 +178,24 @@ def test_mirror_url_keeps_official_checksum(tmp_path, fake_archive):
     assert list(root.iterdir()) == []
 
 
-def test_bad_archive_content_leaves_no_folder(tmp_path):
+@pytest.mark.parametrize("labels, fog, message", [
+    (np.arange(7, dtype=np.uint8), None, "7 labels is not a positive multiple of 5"),
+    (np.zeros(10, np.uint8), None, "holds no corruption .npy files"),
+    (np.zeros(10, np.uint8), np.zeros((10, 32, 32), np.uint8), r"fog\.npy: shape"),
+])
+def test_bad_archive_content_leaves_no_folder(tmp_path, labels, fog, message):
     src = tmp_path / "src"
     (src / "CIFAR-10-C").mkdir(parents=True)
-    np.save(src / "CIFAR-10-C" / "labels.npy", np.arange(7, dtype=np.uint8))  # not 5 blocks
+    np.save(src / "CIFAR-10-C" / "labels.npy", labels)
+    if fog is not None:
+        np.save(src / "CIFAR-10-C" / "fog.npy", fog)
     archive = tmp_path / "bad.tar"
     with tarfile.open(archive, "w") as tar:
         tar.add(src / "CIFAR-10-C", arcname="CIFAR-10-C")
     payload = archive.read_bytes()
     root = tmp_path / "data"
     with Server(payload) as server:
-        with pytest.raises(ValueError, match="7 labels is not a positive multiple of 5"):
+        with pytest.raises((ValueError, DownloadError), match=message):
             download_cifar_c("cifar10", root, url=server.url, md5=hashlib.md5(payload)
                              .hexdigest(), progress=False)
     assert [p.name for p in root.iterdir()] == ["CIFAR-10-C.tar"]  # verified archive kept

@@ -158,12 +158,17 @@ def test_uniform_and_normal_statistics():
     # neighbouring images and elements are uncorrelated
     assert abs(torch.corrcoef(torch.stack([z[0], z[1]]))[0, 1].item()) < 0.05
     assert abs(torch.corrcoef(torch.stack([z[:, :-1].flatten(), z[:, 1:].flatten()]))[0, 1]) < 0.01
+    # element 0 (and every element) of different streams are independent
+    firsts = torch.stack([rng.uniform(s, (1,))[:, 0] for s in range(8)])
+    assert torch.unique(firsts).numel() == firsts.numel()
+    a, b = rng.normal(2, (4096,)), rng.normal(3, (4096,))
+    assert abs(torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1]) < 0.01
 
 
 def test_poisson_draws_have_poisson_moments():
     c = 60.0
     for level_frac, lam in [(0.05, 3.0), (0.5, 30.0)]:
-        level = torch.full((200_000,), level_frac * 4080.0)
+        level = torch.full((200_000,), level_frac * 1020.0)
         u = ImageRNG(image_keys(3, torch.arange(1), 1, 1)).uniform(0, (200_000,))[0]
         k = poisson_from_uniform(level, u, c).double()
         assert abs(k.mean().item() - lam) < 4 * math.sqrt(lam / 200_000) + 1e-9

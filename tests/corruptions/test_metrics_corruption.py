@@ -113,6 +113,14 @@ def test_pooling_and_grouping():
         mean_corruption_accuracy(both)
     by_model = mean_corruption_accuracy(both, by="model")
     assert by_model["a"] == pytest.approx(0.5) and by_model["b"] == pytest.approx(0.9)
+    clean = pd.DataFrame([dict(benchmark="clean", model="a", n=10, correct=9),
+                          dict(benchmark="clean", model="b", n=10, correct=8)])
+    with_clean = pd.concat([both, clean], ignore_index=True).assign(dataset="imagenet")
+    rel = mce(with_clean, by="model", relative=True)
+    assert rel["a"] == pytest.approx(mce(with_clean[with_clean.model == "a"], relative=True))
+    assert rel["b"] == pytest.approx(mce(b.assign(dataset="imagenet"), relative=True,
+                                         clean_error=0.2))
+    assert list(metrics.summary(both, by="model").model) == ["a", "b"]
     # a cell repeated (two runs of the same model) pools correct / n
     extra = pd.DataFrame([dict(benchmark="corruption", corruption="fog", severity=1, n=300,
                                correct=300, model="a")])

@@ -114,3 +114,47 @@ def test_download_cli(tmp_path, capsys):
         httpd.shutdown()
         httpd.server_close()
         thread.join()
+
+
+@pytest.mark.slow
+def test_generate_imagenet_c_folders(imagenet_samples, tmp_path):
+    from corruptions.datasets import load_imagenet_c
+    from robust_eval.data import load_split
+
+    out = tmp_path / "out"
+    assert main(["corruptions", "generate", "--dataset", "imagenet", "--data-root",
+                 str(imagenet_samples), "--out", str(out), "--corruptions", "contrast",
+                 "--limit", "2", "--no-progress"]) == 0
+    clean = load_split("imagenet", imagenet_samples, "val", limit=2)
+    for severity in range(1, 6):
+        images, labels, ids = load_imagenet_c(out, "contrast", severity)
+        assert images.shape == (2, 3, 224, 224) and images.dtype == torch.uint8
+        assert sorted(labels.tolist()) == sorted(clean.labels.tolist())
+    assert all(i.endswith(".JPEG") for i in ids)
+    record = json.loads((out / "ImageNet-C" / "generation.json").read_text())
+    assert record["params"] == "imagenet"
+
+
+def test_generate_crash_leaves_no_partial_file(cifar10_test_npz, tmp_path, monkeypatch):
+    import corruptions.generate as generate
+
+    real = generate.apply_corruption
+    calls = []
+
+    def flaky(images, name, severity, **kwargs):
+        calls.append((name, severity))
+        if name == "fog" and severity == 3:
+            raise RuntimeError("device lost")
+        return real(images, name, severity, **kwargs)
+
+    monkeypatch.setattr(generate, "apply_corruption", flaky)
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="device lost"):
+        main(["corruptions", "generate", "--dataset", "cifar10", "--data-root",
+              str(cifar10_test_npz.parent), "--out", str(out), "--corruptions",
+              "brightness,fog", "--limit", "3", "--no-progress"])
+    folder = out / "CIFAR-10-C"
+    assert sorted(p.name for p in folder.iterdir()) == ["brightness.npy", "generation.json",
+                                                        "labels.npy"]
+    assert json.loads((folder / "generation.json").read_text())["corruptions"] == ["brightness"]
+    assert CifarC(folder).corruptions() == ["brightness"]
