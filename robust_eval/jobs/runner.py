@@ -188,7 +188,9 @@ def run_job(config: Union[str, Path, JobConfig], out_dir: Union[str, Path], *,
     config = _resolve_config(config)
     out_dir = Path(out_dir)
     device = resolve_device(device or config.device)
-    code_version = code_version or current_code_version()
+    # ROBUST_EVAL_CODE_VERSION pins the code-version part of the cell keys (docs/jobs.md).
+    code_version = (code_version or os.environ.get("ROBUST_EVAL_CODE_VERSION")
+                    or current_code_version())
     store = ResultStore(out_dir)
     if not dry_run:
         out_dir.mkdir(parents=True, exist_ok=True)

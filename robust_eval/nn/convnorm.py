@@ -159,7 +159,7 @@ class ConvNorm2d(nn.Module):
 
     def has_running_V(self) -> bool:
         """True once running_V is allocated (right rank) and has seen a training step."""
-        return self.running_V.dim() == 3 and bool(self.num_batches_tracked.item() > 0)
+        return self._has_estimate()
 
     def allocate_running_V(self, input_size: Tuple[int, int]) -> None:
         """Give running_V its shape for (H, W) inputs now, zero-filled, counter reset to 0."""

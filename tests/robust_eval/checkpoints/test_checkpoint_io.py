@@ -218,3 +218,21 @@ def test_metadata_of_non_own_files_is_empty(tiny, tmp_path):
     save_checkpoint(tiny, meta_path, arch="tiny_cnn", norm="bn", num_classes=10,
                     input_size=(32, 32), extra={"note": "x"}, **STATS)
     assert json.loads(json.dumps(read_checkpoint_metadata(meta_path)))["extra"] == {"note": "x"}
+
+
+@pytest.mark.parametrize("norm", ["convnorm", "sn", "oni"])
+def test_own_format_round_trip_for_trained_non_bn_norms(tmp_path, norm):
+    """running_V (ConvNorm), power-iteration vectors (SN), ONI scales survive save/load."""
+    torch.manual_seed(0)
+    model = create_model("tiny_cnn", norm=norm, **STATS).train()
+    for _ in range(2):
+        model(torch.rand(4, 3, 16, 16))
+    model.eval()
+    path = tmp_path / f"{norm}.safetensors"
+    save_checkpoint(model, path, arch="tiny_cnn", norm=norm, num_classes=10, input_size=(16, 16),
+                    **STATS)
+    loaded = load_checkpoint(path)
+    assert loaded.robust_eval_meta["norm"] == norm
+    _same_outputs(model, loaded)
+    if norm == "convnorm":
+        assert loaded.model.conv1.running_V.shape == (16, 18, 10)

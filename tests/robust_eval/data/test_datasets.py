@@ -47,6 +47,14 @@ def test_npz_layout_and_limit(tmp_path):
         load_split("cifar10", tmp_path, limit=0)
 
 
+def test_cifar100_npz_with_class_names(tmp_path):
+    x, y = _fake_cifar(6, classes=100)
+    np.savez(tmp_path / "train.npz", x=x, y=y)
+    data = load_split("cifar100", tmp_path / "train.npz", split="train")
+    assert len(data.classes) == 100 and data.classes[0] == "apple" and data.classes[-1] == "worm"
+    assert data.labels.tolist() == y.tolist()
+
+
 def test_npz_bad_content_is_named(tmp_path):
     x, y = _fake_cifar(4)
     np.savez(tmp_path / "test.npz", x=x.astype(np.float32), y=y)

@@ -161,28 +161,29 @@ def test_plain_function_defaults_and_cheap_autoattack():
 @pytest.mark.slow
 @pytest.mark.shared
 def test_engines_agree_on_the_pretrained_resnet20(he2016_checkpoints, cifar10_test_npz):
-    """Native vs torchattacks on 500 real CIFAR-10 test images, FGSM and PGD-10 at 8/255: the
-    adversarial images are bit-identical in fp32, so robust accuracy agrees (<= 0.5 pp)."""
+    """Native vs torchattacks on 256 real CIFAR-10 test images, FGSM and PGD-10 at 8/255: the
+    robust accuracy agrees within 0.5 pp (in fact exactly: the fp32 adversarial images are
+    bit-identical, checked on 32 of them).
+    256 images, not 1,000: on 2 shared cores each fwd+bwd pass counts."""
     from robust_eval.checkpoints import load_checkpoint
 
     model = load_checkpoint(he2016_checkpoints / "resnet20-12fca82f.th", arch="resnet20",
                             mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
     with np.load(cifar10_test_npz) as npz:
-        images = torch.from_numpy(npz["x"][:500]).permute(0, 3, 1, 2).contiguous()
-        labels = torch.from_numpy(npz["y"][:500]).long()
-    kwargs = dict(attack="fgsm,pgd", eps_list=[8 / 255], steps=10, seed=0, batch_size=250)
-    native = eps_sweep(model, images, labels, **kwargs)
-    reference = eps_sweep(model, images, labels, engine="torchattacks", **kwargs)
+        images = torch.from_numpy(npz["x"][:256]).permute(0, 3, 1, 2).contiguous()
+        labels = torch.from_numpy(npz["y"][:256]).long()
+    native = eps_sweep(model, images, labels, attack="fgsm,pgd", eps_list=[8 / 255], steps=10,
+                       seed=0, batch_size=256).set_index("attack")
     clean = json.loads(native["params"].iloc[0])["clean_correct"]
-    assert 0.88 <= clean / 500 <= 0.96  # published 91.73 % on all 10,000
-    for name in ("fgsm", "pgd"):
-        a = native.set_index("attack").loc[name, "accuracy"]
-        b = reference.set_index("attack").loc[name, "accuracy"]
-        assert abs(a - b) <= 0.005, (name, a, b)
-    robust = native.set_index("attack")["correct"]
-    assert robust["pgd"] < robust["fgsm"] < clean * 0.5  # an undefended model breaks
+    assert 0.86 <= clean / 256 <= 0.97  # published 91.73 % on all 10,000
+    assert native.loc["pgd", "correct"] < native.loc["fgsm", "correct"] < clean * 0.5
     assert (native["warnings"] == "").all(), native["warnings"].tolist()
-    x, y = images[:32].float() / 255, labels[:32]
-    for cls, kwargs in ((FGSM, {}), (PGD, {"steps": 10, "seed": 0})):
-        assert torch.equal(cls(model, **kwargs)(x, y),
-                           cls(model, engine="torchattacks", **kwargs)(x, y))
+    x = images.float() / 255
+    for name, attack in (("fgsm", FGSM(model, engine="torchattacks")),
+                         ("pgd", PGD(model, steps=10, seed=0, engine="torchattacks"))):
+        reference = attack(x, labels)
+        with torch.no_grad():
+            accuracy = (model(reference).argmax(1) == labels).float().mean().item()
+        assert abs(accuracy - native.loc[name, "accuracy"]) <= 0.005, (name, accuracy)
+        native_attack = type(attack)(model, **attack.hyperparameters(), seed=0)
+        assert torch.equal(native_attack(x[:32], labels[:32]), attack(x[:32], labels[:32]))

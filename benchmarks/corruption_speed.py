@@ -1,0 +1,112 @@
+"""Throughput of corruptions.generate vs imagecorruptions-imaug at 32 px, same images, same process.
+
+The reference only knows ImageNet parameters, so it is timed at 32 px with those; ours is timed
+with both parameter sets (cifar10 = the CIFAR-10-C work, imagenet = like-for-like). Then the time
+to build the whole 15 x 5 x 10,000 CIFAR-10-C-style set is extrapolated from --n-set images per
+(corruption, severity) cell.
+
+    PYTHONPATH=. python benchmarks/corruption_speed.py [--device cuda] [--n-ref 100] [--n-ours 2000]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from corruptions.generate import ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, apply_corruption  # noqa: E402
+
+SHARED = Path(os.environ.get("ROBUST_EVAL_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_ours(x: torch.Tensor, name: str, params: str, severities, batch: int) -> float:
+    """Seconds per image (best of 2 passes over the severities, after a warm-up)."""
+    device = x.device
+    for s in severities:  # warm-up: caches, lazy tables
+        apply_corruption(x[:8], name, s, params=params)
+    best = float("inf")
+    for _ in range(2):
+        _sync(device)
+        t0 = time.perf_counter()
+        for s in severities:
+            for i in range(0, len(x), batch):
+                apply_corruption(x[i:i + batch], name, s, params=params,
+                                 indices=torch.arange(i, min(i + batch, len(x)), device=device))
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best / (len(x) * len(severities))
+
+
+def time_reference(x_np: np.ndarray, name: str, severities) -> float:
+    from imagecorruptions import corrupt
+
+    corrupt(x_np[0], corruption_name=name, severity=severities[0])  # numba compile, caches
+    t0 = time.perf_counter()
+    for s in severities:
+        for img in x_np:
+            corrupt(img, corruption_name=name, severity=s)
+    return (time.perf_counter() - t0) / (len(x_np) * len(severities))
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--n-ref", type=int, default=50, help="images per severity for the reference")
+    ap.add_argument("--n-ours", type=int, default=1000, help="images per severity for ours")
+    ap.add_argument("--n-set", type=int, default=1000, help="images per cell for the full-set estimate")
+    ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--names", default=",".join(ALL_CORRUPTIONS))
+    ap.add_argument("--skip-reference", action="store_true")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    data = np.load(SHARED / "cifar10" / "test.npz")["x"]
+    x_all = torch.from_numpy(data).permute(0, 3, 1, 2).contiguous()
+    sev = (1, 3, 5)
+    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"threads {args.threads}, device {device}"
+          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+    print(f"# per-image time at 32 px, severities {sev}; reference on {args.n_ref} images, ours on "
+          f"{args.n_ours} (batch {args.batch})")
+    print("| corruption | reference (ImageNet params) | ours, cifar10 params | ours, imagenet params |"
+          " speed-up (ref / ours-imagenet) | speed-up (ref / ours-cifar10) |")
+    print("|---|---|---|---|---|---|")
+    x = x_all[: args.n_ours].to(device)
+    for name in args.names.split(","):
+        ref = float("nan") if args.skip_reference else time_reference(data[: args.n_ref], name, sev)
+        oc = time_ours(x, name, "cifar10", sev, args.batch)
+        oi = time_ours(x, name, "imagenet", sev, args.batch)
+        print(f"| {name} | {ref * 1e6:.0f} us | {oc * 1e6:.1f} us | {oi * 1e6:.1f} us | "
+              f"{ref / oi:.1f}x | {ref / oc:.1f}x |", flush=True)
+
+    # whole CIFAR-10-C-style set: 15 corruptions x 5 severities x 10,000 images, cifar10 params
+    xs = x_all[: args.n_set].to(device)
+    total = 0.0
+    for name in BENCHMARK_CORRUPTIONS:
+        for s in range(1, 6):
+            _sync(device)
+            t0 = time.perf_counter()
+            for i in range(0, len(xs), args.batch):
+                apply_corruption(xs[i:i + args.batch], name, s, params="cifar10",
+                                 indices=torch.arange(i, min(i + args.batch, len(xs)), device=device))
+            _sync(device)
+            total += (time.perf_counter() - t0) * (10_000 / len(xs))
+    measured = "measured on all 10,000" if args.n_set >= 10_000 else f"extrapolated from {args.n_set} per cell"
+    print(f"\nFull 15 x 5 x 10,000 CIFAR-10-C-style set (cifar10 params): {total:.0f} s ({measured})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""run_job end to end on real data (scikit-learn digits) with tiny checkpoints: rows, reruns,
+failed cells (missing checkpoint, NaN model, corrupt cell file), run.json."""
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from robust_eval.jobs import run_job
+from robust_eval.jobs.store import ResultStore
+
+
+def save_tiny(path: Path, seed: int = 0, nan: bool = False) -> Path:
+    from robust_eval.checkpoints import save_checkpoint
+    from robust_eval.models import create_model
+
+    torch.manual_seed(seed)
+    model = create_model("tiny_cnn", norm="bn")
+    if nan:
+        with torch.no_grad():
+            model.model.linear.weight.fill_(float("nan"))
+    save_checkpoint(model, path, arch="tiny_cnn", norm="bn", num_classes=10, mean=model.mean,
+                    std=model.std, input_size=(32, 32))
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ckpt")
+    return {"good": save_tiny(folder / "good.safetensors"),
+            "nanmodel": save_tiny(folder / "nan.safetensors", nan=True)}
+
+
+def write_config(path: Path, checkpoints, models=("good",), benchmarks=None, limit=40):
+    config = {
+        "name": "t", "device": "cpu", "batch_size": 64,
+        "models": [{"name": name, "checkpoint": str(checkpoints.get(name, "/absent/x.pt"))}
+                   for name in models],
+        "datasets": [{"name": "digits", "kind": "digits", "limit": limit}],
+        "benchmarks": benchmarks or [
+            {"type": "clean"},
+            {"type": "corruption", "corruptions": ["brightness"], "severities": [1]},
+            {"type": "attack", "attack": "fgsm", "eps": [0, "8/255"]},
+        ],
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_run_writes_rows_tables_run_json_and_skips_finished_cells(tmp_path, checkpoints):
+    config = write_config(tmp_path / "c.yaml", checkpoints)
+    out = tmp_path / "out"
+    summary = run_job(config, out, progress=False, echo=lambda s: None)
+    assert summary.exit_code == 0 and summary.ran == 4 and not summary.failed
+    table = pd.read_csv(out / "results.csv")
+    assert len(table) == 4 and set(table["status"]) == {"ok"}
+    assert table["cell_key"].is_unique
+    assert (table["n"] == 40).all()
+    assert (table["ci_low"] <= table["accuracy"]).all()
+    assert (table["accuracy"] <= table["ci_high"]).all()
+    clean = table[table.benchmark == "clean"].iloc[0]
+    fgsm0 = table[(table.benchmark == "attack") & (table.eps == 0)].iloc[0]
+    assert fgsm0["correct"] == clean["correct"]  # eps 0 is the clean accuracy
+    sha = ResultStore(out).read(clean["cell_key"])["rows"][0]["checkpoint_sha256"]
+    run = json.loads((out / "run.json").read_text())
+    assert run["models"][0]["checkpoint_sha256"] == sha == clean["checkpoint_sha256"]
+    assert run["environment"]["torch"] == torch.__version__ and run["code_version"]
+    assert run["cells"] == {"total": 4, "skipped": 0, "ran": 4, "failed": 0}
+    assert (out / "tables" / "accuracy_vs_eps.csv").is_file()
+    assert (out / "run.log").read_text().count("done ") == 4
+
+    again = run_job(config, out, progress=False, echo=lambda s: None)
+    assert again.ran == 0 and again.skipped == 4
+    assert pd.read_csv(out / "results.csv").equals(table)
+
+
+def test_failed_cells_are_recorded_not_numbers_and_retried(tmp_path, checkpoints):
+    config = write_config(tmp_path / "c.yaml", checkpoints, models=("good", "missing", "nanmodel"),
+                          benchmarks=[{"type": "clean"}])
+    out = tmp_path / "out"
+    lines = []
+    summary = run_job(config, out, progress=False, echo=lines.append)
+    assert summary.exit_code == 1
+    table = pd.read_csv(out / "results.csv").set_index("model")
+    assert table.loc["good", "status"] == "ok" and table.loc["good", "accuracy"] >= 0
+    for model, words in (("missing", "checkpoint not found: /absent/x.pt"),
+                         ("nanmodel", "non-finite outputs")):
+        assert table.loc[model, "status"] == "failed"
+        assert math.isnan(table.loc[model, "accuracy"])
+        assert math.isnan(table.loc[model, "ci_low"])
+        assert words in table.loc[model, "error"]
+        assert any(line.startswith(f"FAILED {model}") and words in line for line in lines)
+    again = run_job(config, out, progress=False, echo=lambda s: None)
+    assert again.ran == 2 and again.exit_code == 1  # failed cells run again, ok ones do not
+
+
+def test_corrupt_cell_file_is_moved_aside_and_the_cell_rerun(tmp_path, checkpoints):
+    config = write_config(tmp_path / "c.yaml", checkpoints, benchmarks=[{"type": "clean"}])
+    out = tmp_path / "out"
+    first = run_job(config, out, progress=False, echo=lambda s: None)
+    key = first.cells[0].key
+    path = ResultStore(out).cell_path(key)
+    path.write_text(path.read_text()[:50])  # a torn file, as a crashed copy tool might leave
+    lines = []
+    second = run_job(config, out, progress=False, echo=lines.append)
+    assert second.status_before[key] == "corrupt" and second.ran == 1
+    assert second.exit_code == 0
+    assert any("corrupt cell file" in line for line in lines)
+    assert list((out / "cells" / "corrupt").iterdir())
+    assert pd.read_csv(out / "results.csv")["accuracy"].tolist() == \
+        first.frame["accuracy"].tolist()
+
+
+def test_dry_run_lists_cells_and_what_is_done(tmp_path, checkpoints):
+    config = write_config(tmp_path / "c.yaml", checkpoints, benchmarks=[
+        {"type": "clean"}, {"type": "attack", "attack": "fgsm", "eps": [0.01]}])
+    out = tmp_path / "out"
+    lines = []
+    summary = run_job(config, out, dry_run=True, echo=lines.append)
+    assert summary.dry_run and not out.exists()
+    assert sum("[pending]" in line for line in lines) == 2
+    run_job(config, out, progress=False, echo=lambda s: None)
+    lines.clear()
+    run_job(config, out, dry_run=True, echo=lines.append)
+    assert sum("[   done]" in line for line in lines) == 2
+    assert lines[-1] == "2 cells: 2 done"
