@@ -60,6 +60,12 @@ class AutoAttack(Attack):
             self.attacks = None
         self.version = version
         self.n_iter = None if n_iter is None else check_int("n_iter", n_iter)
+        if version != "custom":  # the version fixes APGD's restarts; record what it runs
+            if self.restarts != 1:
+                raise AttackError(f"restarts= needs version='custom' (version={version!r} "
+                                  "fixes its own)")
+            self.restarts = 5 if version == "plus" or (version == "standard"
+                                                       and self.norm == "L1") else 1
 
     @property
     def steps_run(self) -> int:
@@ -101,7 +107,7 @@ class AutoAttack(Attack):
                 raise AttackError(f"AutoAttack needs a float32 model, got {self.dtype}")
         return super().perturb(images, labels, seed=seed)
 
-    def _restart(self, images, labels, best, seed, stats):
+    def _restart(self, images, labels, best, seed):
         return best  # APGD restarts itself (restarts -> n_restarts)
 
     def _run_once(self, images, labels, seed: int, stats: AttackStats) -> torch.Tensor:

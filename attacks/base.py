@@ -173,20 +173,19 @@ class AttackStats:
     losses: List[float] = field(default_factory=list)  # batch-mean loss before each step
     zero_grad_examples: int = 0  # examples whose input gradient was all zero at some step
     nan_grad_examples: int = 0   # examples with a NaN gradient at some step (replaced by 0)
+    loss_weight: int = field(default=0, repr=False)  # examples behind `losses`
 
     def merge(self, other: "AttackStats") -> None:
+        """Add another batch's statistics (losses: example-weighted mean per step)."""
         self.n += other.n
         self.zero_grad_examples += other.zero_grad_examples
         self.nan_grad_examples += other.nan_grad_examples
-        if other.losses:
-            if not self.losses:
-                self.losses = [0.0] * len(other.losses)
-                self._weight = 0
-            if len(self.losses) == len(other.losses):  # n-weighted mean over batches
-                weight = getattr(self, "_weight", 0)
-                self.losses = [(a * weight + b * other.n) / (weight + other.n)
-                               for a, b in zip(self.losses, other.losses)]
-                self._weight = weight + other.n
+        if other.losses and (not self.losses or len(self.losses) == len(other.losses)):
+            old = self.losses or [0.0] * len(other.losses)
+            total = self.loss_weight + other.n
+            self.losses = [(a * self.loss_weight + b * other.n) / total
+                           for a, b in zip(old, other.losses)]
+            self.loss_weight = total
         self.steps = max(self.steps, other.steps)
 
     def warnings(self) -> List[str]:
@@ -211,13 +210,13 @@ class _StepRecorder:
         self.losses: List[torch.Tensor] = []
         self.zero = torch.zeros(n, dtype=torch.bool, device=device)
         self.nan = torch.zeros(n, dtype=torch.bool, device=device)
-        self.nonfinite_logits = torch.zeros((), dtype=torch.bool, device=device)
         self.labels_checked = False
 
     def finish(self) -> AttackStats:
-        if bool(self.nonfinite_logits):
-            raise AttackError("the model returned NaN or inf logits during the attack")
         losses = torch.stack(self.losses).float().tolist() if self.losses else []
+        if not all(math.isfinite(v) for v in losses):
+            raise AttackError("the model returned NaN or inf logits during the attack (the "
+                              "loss became non-finite)")
         return AttackStats(n=self.n, steps=len(self.losses), losses=losses,
                            zero_grad_examples=int(self.zero.sum()),
                            nan_grad_examples=int(self.nan.sum()))
@@ -314,7 +313,7 @@ class Attack:
             stats = AttackStats()
             best = self._run_once(images, labels, restart_seed(seed, 0), stats)
             if self.restarts > 1:
-                best = self._restart(images, labels, best, seed, stats)
+                best = self._restart(images, labels, best, seed)
         self.last_stats = stats
         return best
 
@@ -328,7 +327,7 @@ class Attack:
         pred = logits.argmax(1)
         return pred == labels if self.targeted else pred != labels
 
-    def _restart(self, images, labels, best, seed, stats) -> torch.Tensor:
+    def _restart(self, images, labels, best, seed) -> torch.Tensor:
         logits = predict_logits(self.model, best, "on adversarial images")
         done = self._success(logits, labels)
         best_obj = self._objective(logits, labels)
@@ -336,7 +335,9 @@ class Attack:
             todo = (~done).nonzero().flatten()
             if todo.numel() == 0:
                 break
-            adv = self._run_once(images[todo], labels[todo], restart_seed(seed, restart), stats)
+            # later restarts see a subset: only restart 0 (the whole batch) feeds the stats
+            adv = self._run_once(images[todo], labels[todo], restart_seed(seed, restart),
+                                 AttackStats())
             logits = predict_logits(self.model, adv, "on adversarial images")
             success = self._success(logits, labels[todo])
             objective = self._objective(logits, labels[todo])
@@ -381,10 +382,12 @@ class Attack:
         """d loss / d images (batch-mean CE, as torchattacks), with per-step diagnostics."""
         images = images.detach().requires_grad_(True)
         amp_dtype = AMP_DTYPES[self.amp]
-        with torch.autocast(device_type=images.device.type, dtype=amp_dtype or torch.float32,
-                            enabled=amp_dtype is not None):
-            logits = check_logits(self._network()(images), images.shape[0],
-                                  "during the attack")
+        if amp_dtype is None:
+            logits = self._network()(images)
+        else:
+            with torch.autocast(device_type=images.device.type, dtype=amp_dtype):
+                logits = self._network()(images)
+        check_logits(logits, images.shape[0], "during the attack")
         recorder = getattr(self, "_recorder", None)
         if recorder is None or not recorder.labels_checked:
             check_labels(labels, images.shape[0], logits.shape[1])  # before CE can index out
@@ -394,11 +397,12 @@ class Attack:
         cost = -loss if self.targeted else loss
         (grad,) = torch.autograd.grad(cost, images)
         if recorder is not None:
-            recorder.losses.append(cost.detach())
-            recorder.nonfinite_logits |= ~torch.isfinite(logits.detach()).all()
-            flat = grad.flatten(1)
-            nan_rows = torch.isnan(flat).any(1)
+            recorder.losses.append(cost.detach())  # NaN/inf logits make it non-finite
+            largest = grad.flatten(1).abs().amax(1)  # NaN where a row has a NaN
+            nan_rows = torch.isnan(largest)
             recorder.nan |= nan_rows
-            recorder.zero |= (flat == 0).all(1)
-            grad = torch.nan_to_num(grad, nan=0.0)
+            recorder.zero |= largest == 0
+            # CPU: branch for free; GPU: sanitise unconditionally rather than sync every step
+            if grad.device.type != "cpu" or bool(nan_rows.any()):
+                grad = torch.nan_to_num(grad, nan=0.0)
         return grad

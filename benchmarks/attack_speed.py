@@ -6,7 +6,8 @@
 Reports images/s, the ratio to torchattacks.PGD (the goal on an H100/H200 with CIFAR ResNet-18
 at batch 512: >= 1.8x, using bf16 + channels_last + torch.compile) and the ratio to 10 x one
 forward+backward pass to the input in the same precision (goal: within 15 %). Timings are
-interleaved in rotating order and the median is reported, so a busy machine slows all variants alike.
+interleaved in rotating order; median and minimum are reported, so a busy machine slows all
+variants alike.
 The native numbers include every input check the library makes; torchattacks runs bare.
 """
 from __future__ import annotations

@@ -5,7 +5,6 @@ are 95 % intervals where the data has them.
 from __future__ import annotations
 
 import io
-import math
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -19,7 +18,6 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from reports.results import write_atomic  # noqa: E402
-from reports.stats import eps_label  # noqa: E402
 from reports.tables import cell_means, model_order, spectral_rows  # noqa: E402
 
 FORMATS = ("png", "svg", "pdf")

@@ -179,6 +179,6 @@ def format_check(result: CheckResult, show_all: bool = False) -> str:
     header = ["status", "model", "cell", "baseline % [95% CI]", "new % [95% CI]", "delta pp"]
     widths = [max(len(str(r[i])) for r in display + [header]) for i in range(len(header))]
     fmt = "  ".join("{:<%d}" % w for w in widths)
-    lines += ["", fmt.format(*header), fmt.format(*["-" * w for w in widths])]
-    lines += [fmt.format(*r) for r in display]
+    lines += ["", fmt.format(*header).rstrip(), fmt.format(*["-" * w for w in widths])]
+    lines += [fmt.format(*r).rstrip() for r in display]
     return "\n".join(lines) + "\n"

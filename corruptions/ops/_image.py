@@ -32,6 +32,11 @@ def border_index(n: int, lo: int, hi: int, mode: str) -> np.ndarray:
     raise ValueError(f"unknown border mode {mode!r}")
 
 
+def left_matmul(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """m @ x over the last two dims as ONE GEMM (broadcast m @ x would run a small GEMM per image)."""
+    return (x.transpose(-1, -2) @ m.T).transpose(-1, -2)
+
+
 def pad2d(x: torch.Tensor, top: int, bottom: int, left: int, right: int, mode: str) -> torch.Tensor:
     h, w = x.shape[-2:]
     rows = torch.as_tensor(border_index(h, top, bottom, mode), device=x.device)
@@ -89,7 +94,7 @@ def gaussian_filter(x: torch.Tensor, sigma: float, mode: str = "nearest", trunca
         return x
     taps = gaussian_taps(float(sigma), float(truncate))
     mh, mw = _axis_matrices(x, taps, taps, mode)
-    return mh @ x @ mw.T
+    return left_matmul(mh, x @ mw.T)
 
 
 def filter2d(x: torch.Tensor, kernel: np.ndarray, mode: str = "reflect101") -> torch.Tensor:
@@ -157,7 +162,7 @@ def pil_box_resize(x: torch.Tensor, out_h: int, out_w: int, round_8bit: bool) ->
         if round_8bit:
             y = torch.floor((y + one / 2) / one).clamp(0, 255)
     if out_h != h:
-        y = torch.as_tensor(coeffs(h, out_h), dtype=dt, device=x.device) @ y
+        y = left_matmul(torch.as_tensor(coeffs(h, out_h), dtype=dt, device=x.device), y)
         if round_8bit:
             y = torch.floor((y + one / 2) / one).clamp(0, 255)
     return (y / 255.0 if round_8bit else y).to(x.dtype)
@@ -200,7 +205,7 @@ def clipped_zoom(x: torch.Tensor, zoom: float, trim: str = "centre") -> torch.Te
     h, w = x.shape[-2:]
     mh = torch.as_tensor(clipped_zoom_matrix(h, float(zoom), trim), dtype=x.dtype, device=x.device)
     mw = torch.as_tensor(clipped_zoom_matrix(w, float(zoom), trim), dtype=x.dtype, device=x.device)
-    return mh @ x @ mw.T
+    return left_matmul(mh, x @ mw.T)
 
 
 # ---- HSV (skimage.color formulas) --------------------------------------------------------------

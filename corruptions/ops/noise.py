@@ -30,10 +30,13 @@ def impulse_noise(x: torch.Tensor, amount: float, ctx: Context) -> torch.Tensor:
     return torch.where(flipped, salt.to(x.dtype), x)
 
 
-@functools.lru_cache(maxsize=8)
-def _poisson_tables(c: float, device: str):
-    """Exact Poisson CDF rows for rates c * j / _RATE_LEVELS, and a guide table for inversion."""
-    lam = np.arange(_RATE_LEVELS + 1, dtype=np.float64) * (c / _RATE_LEVELS)
+@functools.lru_cache(maxsize=16)
+def _poisson_tables(c: float, levels: int, device: str):
+    """Poisson CDF rows for rates c * j / levels (j = 0..levels) and a guide table for inversion.
+
+    float32 CDF and int16 guide keep the tables cache-sized (256 levels: ~0.7 MB + 0.5 MB at
+    c = 500); float32 rounding moves a CDF boundary by <= 6e-8 in probability."""
+    lam = np.arange(levels + 1, dtype=np.float64) * (c / levels)
     kmax = int(math.ceil(c + 12 * math.sqrt(c) + 20))
     k = np.arange(kmax + 1, dtype=np.float64)
     from scipy.special import gammaln
@@ -45,24 +48,26 @@ def _poisson_tables(c: float, device: str):
     cdf = np.cumsum(np.exp(logp), axis=1)
     cdf /= cdf[:, -1:]  # tail mass beyond kmax (< 1e-20) folded into the last entries
     cdf[:, -1] = 2.0  # guarantee termination
-    guides = 2048
-    grid = np.arange(guides, dtype=np.float64) / guides
-    cdf_t = torch.from_numpy(cdf)
-    guide = torch.searchsorted(cdf_t, torch.from_numpy(grid).expand(len(cdf), guides).contiguous())
+    guides = 1024
+    cdf_t = torch.from_numpy(cdf.astype(np.float32))
+    grid = torch.arange(guides, dtype=torch.float32) / guides
+    guide = torch.searchsorted(cdf_t, grid.expand(len(cdf), guides).contiguous())
     dev = torch.device(device)
-    return cdf_t.reshape(-1).to(dev), guide.reshape(-1).to(dev), kmax + 1, guides
+    return cdf_t.reshape(-1).to(dev), guide.reshape(-1).to(torch.int16).to(dev), kmax + 1, guides
 
 
-def poisson_from_uniform(rate_level: torch.Tensor, u: torch.Tensor, c: float) -> torch.Tensor:
-    """Inverse-CDF Poisson draw: smallest k with CDF(k) >= u (guide table + forward steps)."""
-    cdf, guide, width, guides = _poisson_tables(float(c), str(u.device))
-    row = rate_level.to(torch.int64) * width
-    k = guide[rate_level.to(torch.int64) * guides + (u * guides).to(torch.int64).clamp_max(guides - 1)]
-    uu = u.to(torch.float64)
-    below = cdf[row + k] < uu
-    k = k + below.to(torch.int64)  # one full step settles almost every draw
-    todo = torch.nonzero((cdf[row + k] < uu).flatten()).flatten()
-    kf, rf, uf = k.flatten(), row.flatten(), uu.flatten()
+def poisson_from_uniform(rate_level: torch.Tensor, u: torch.Tensor, c: float,
+                         levels: int = _RATE_LEVELS) -> torch.Tensor:
+    """Inverse-CDF Poisson draw: smallest k with CDF(k) >= u (guide table + forward steps).
+
+    rate_level: integer-valued tensor in 0..levels, the rate being c * rate_level / levels."""
+    cdf, guide, width, guides = _poisson_tables(float(c), int(levels), str(u.device))
+    lv = rate_level.to(torch.int64)
+    row = lv * width
+    k = guide[lv * guides + (u * guides).to(torch.int64).clamp_max(guides - 1)].to(torch.int64)
+    k = k + (cdf[row + k] < u).to(torch.int64)  # one full step settles almost every draw
+    todo = torch.nonzero((cdf[row + k] < u).flatten()).flatten()
+    kf, rf, uf = k.flatten(), row.flatten(), u.flatten()
     while todo.numel():  # the few draws in wide guide bins (far tails)
         kf[todo] += 1
         todo = todo[cdf[rf[todo] + kf[todo]] < uf[todo]]
@@ -70,7 +75,8 @@ def poisson_from_uniform(rate_level: torch.Tensor, u: torch.Tensor, c: float) ->
 
 
 def shot_noise(x: torch.Tensor, c: float, ctx: Context) -> torch.Tensor:
-    level = torch.round(x * _RATE_LEVELS).clamp(0, _RATE_LEVELS)
+    levels = 255 if ctx.quantized else _RATE_LEVELS  # uint8 input: one row per 8-bit level
+    level = torch.round(x * levels).clamp(0, levels)
     u = ctx.rng.uniform(0, tuple(x.shape[1:]))
-    k = poisson_from_uniform(level, u, c)
+    k = poisson_from_uniform(level, u, c, levels)
     return k.to(x.dtype) / c

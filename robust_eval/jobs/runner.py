@@ -179,12 +179,13 @@ def run_job(config: Union[str, Path, JobConfig], out_dir: Union[str, Path], *,
             executor: Any = "local", dry_run: bool = False, progress: bool = True,
             workers: Optional[int] = None, device: Optional[str] = None,
             ray_address: Optional[str] = None, ray_num_cpus: Optional[int] = None,
-            echo: Callable[[str], None] = print, code_version: Optional[str] = None
+            echo: Optional[Callable[[str], None]] = None, code_version: Optional[str] = None
             ) -> RunSummary:
     from robust_eval.jobs.executors import make_executor, resolve_device
     from robust_eval.schema import code_version as current_code_version
 
     started = time.time()
+    echo = echo or _print_flush
     config = _resolve_config(config)
     out_dir = Path(out_dir)
     device = resolve_device(device or config.device)
@@ -244,6 +245,10 @@ def run_job(config: Union[str, Path, JobConfig], out_dir: Union[str, Path], *,
         if handler is not None:
             LOG.removeHandler(handler)
             handler.close()
+
+
+def _print_flush(line: str) -> None:
+    print(line, flush=True)  # progress lines must show at once even when stdout is a pipe
 
 
 def _execute(executor, todo: Sequence[Cell], store: ResultStore, progress: bool,
@@ -313,6 +318,11 @@ def write_pivots(frame: pd.DataFrame, folder: Path) -> Dict[str, Path]:
         path = folder / f"{name}.csv"
         atomic_write_text(path, table.to_csv())
         written[name] = path
+    mce = tables.mce_table(frame)
+    if mce is not None:
+        path = folder / "mce.csv"
+        atomic_write_text(path, mce.to_csv())
+        written["mce"] = path
     return written
 
 

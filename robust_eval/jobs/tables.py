@@ -58,3 +58,35 @@ def noise_table(frame: pd.DataFrame, model: Optional[str] = None,
         rows = rows.assign(metric=rows["metric"].fillna(""))
         index = ["metric"] + index  # e.g. best-epoch vs last-epoch accuracy, kept apart
     return _pivot(rows, index, ["model", "dataset"], value)
+
+
+def mce_table(frame: pd.DataFrame) -> Optional[pd.DataFrame]:
+    """ImageNet-C mCE and relative mCE per (model, dataset), normalised by AlexNet's errors
+    (corruptions.metrics). Only for ImageNet rows generated with the ImageNet parameters or read
+    from ImageNet-C, and only when all 15 x 5 cells are there: a partial sum would not be
+    comparable to AlexNet's. None when no group qualifies."""
+    from corruptions import metrics
+
+    rows = frame[frame["dataset"].astype(str).str.lower().str.startswith("imagenet")]
+    if rows.empty or "corruption" not in set(rows["benchmark"]):
+        return None
+    records = []
+    for (model, dataset), group in rows.groupby(["model", "dataset"], sort=True):
+        corr = group[group["benchmark"] == "corruption"]
+        if corr.empty or "cifar10" in set(corr["params"].astype(str)):
+            continue
+        record = {"model": model, "dataset": dataset}
+        try:
+            record["mce"] = float(metrics.mce(group))
+        except ValueError as error:  # incomplete grid or failed cells
+            record.update(mce=float("nan"), note=str(error))
+            records.append(record)
+            continue
+        clean = group[(group["benchmark"] == "clean") & (group["status"] == "ok")]
+        record["relative_mce"] = float(metrics.mce(group, relative=True)) if len(clean) \
+            else float("nan")
+        record["clean_error"] = float(1 - clean["correct"].sum() / clean["n"].sum()) \
+            if len(clean) else float("nan")
+        record["mean_corruption_accuracy"] = float(metrics.mean_corruption_accuracy(group))
+        records.append(record)
+    return pd.DataFrame(records).set_index(["model", "dataset"]) if records else None

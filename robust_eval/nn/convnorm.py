@@ -166,13 +166,22 @@ class ConvNorm2d(nn.Module):
         height, width = _pair(tuple(input_size), "input_size")
         grid = self.grid_for(height, width)
         shape = self.running_V_shape(grid)
-        if tuple(self.running_V.shape) == shape:
-            self.running_V.zero_()
-        else:
-            self.running_V = torch.zeros(shape, dtype=self.running_V.dtype,
-                                         device=self.running_V.device)
+        self._resize_running_V(shape)
+        self.running_V.zero_()
         self.num_batches_tracked.zero_()
         self._grid = None if self.is_pointwise else grid
+
+    def _resize_running_V(self, shape: Tuple[int, ...]) -> None:
+        """Resize in place when possible: DataParallel's device-0 replica and DDP's buffer list
+        keep pointing at the same tensor object; fall back to a new tensor otherwise."""
+        if tuple(self.running_V.shape) == tuple(shape):
+            return
+        try:
+            with torch.no_grad():
+                self.running_V.resize_(shape)
+        except RuntimeError:
+            self.running_V = torch.zeros(shape, dtype=self.running_V.dtype,
+                                         device=self.running_V.device)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
@@ -181,8 +190,7 @@ class ConvNorm2d(nn.Module):
         if isinstance(incoming, Tensor):
             if incoming.shape != self.running_V.shape:
                 # Official quirk: running_V's shape is only known after the first input.
-                self.running_V = torch.empty(incoming.shape, dtype=self.running_V.dtype,
-                                             device=self.running_V.device)
+                self._resize_running_V(tuple(incoming.shape))
             self._grid = self._infer_grid(tuple(incoming.shape))
             if t_key not in state_dict:
                 # Official checkpoints do not save the counter. A trained running_V continues at

@@ -7,8 +7,8 @@
    more than the data FFTs below batch ~C_in). Float64, so no cancellation issue.
 2. 1x1 kernels: one conv with L2-normalised filters at the layer's stride (no stride-1 work).
 3. Only the kept outputs are synthesised: the inverse DFT is two small dense matrices that fold
-   in the crop and the stride (strided layers never build the full stride-1 grid on the way
-   back; on GPUs a 34-point FFT, 34 = 2 x 17, is also slow next to a small matmul).
+   in the crop and the stride (no full irfft2 and no crop/subsample copies; its backward is two
+   matmuls). The forward conv still runs at stride 1: V acts on every frequency of that grid.
 All of it is linear algebra on the same quantities, so values and gradients equal faithful mode
 up to rounding (tests: float64 <= 1e-6, fp32 <= 1e-4).
 """

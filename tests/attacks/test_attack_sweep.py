@@ -101,6 +101,17 @@ def test_masked_model_raises_every_warning():
     assert "not above the clean loss" in fgsm
 
 
+def test_pgd_alone_is_still_checked_against_a_hidden_fgsm():
+    images = torch.full((4, 3, 8, 8), 128 / 255)
+    labels = torch.zeros(4, dtype=torch.long)
+    frame = eps_sweep(OnGridDetector(), images, labels, attack="pgd", eps_list=[0.01], steps=1)
+    assert list(frame["attack"]) == ["pgd"]
+    assert "pgd accuracy 4/4 above fgsm 0/4" in frame["warnings"].iloc[0]
+    frame = eps_sweep(OnGridDetector(), images, labels, attack="pgd", eps_list=[0.01], steps=1,
+                      reference_fgsm=False)
+    assert "above fgsm" not in frame["warnings"].iloc[0]
+
+
 def test_warnings_are_logged(caplog):
     images = torch.full((4, 3, 8, 8), 128 / 255)
     with caplog.at_level("WARNING", logger="attacks.sweep"):
@@ -197,5 +208,8 @@ def test_autoattack_refuses_unsafe_configurations(trained):
         AutoAttack(model, norm="Linf2")
     with pytest.raises(AttackError, match="out of range"):
         AutoAttack(model, eps=2.0)
+    with pytest.raises(AttackError, match="restarts= needs version='custom'"):
+        AutoAttack(model, restarts=3)
+    assert AutoAttack(model, version="plus").restarts == 5
     with pytest.raises(AttackError, match="float32 model"):
         AutoAttack(nn.Linear(3, 2).double())(torch.rand(2, 3), torch.zeros(2, dtype=torch.long))

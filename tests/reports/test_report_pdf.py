@@ -9,6 +9,7 @@ from reports import build_pdf_report, detail_tables, formatted_summary, load_res
 from reports.plots import all_figures
 
 pypdf = pytest.importorskip("pypdf") if not os.environ.get("CI") else __import__("pypdf")
+pytestmark = pytest.mark.slow  # each builds a full report: ~5-8 s on 2 shared cores
 
 
 def _pages(path):

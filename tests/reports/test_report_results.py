@@ -1,5 +1,4 @@
 """Reading results directories robustly."""
-import json
 import warnings
 
 import pandas as pd

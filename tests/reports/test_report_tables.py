@@ -1,7 +1,6 @@
 """Summary / detail tables and their Markdown and LaTeX exports."""
 import math
 
-import pandas as pd
 import pytest
 
 from reports import (cell_means, detail_tables, formatted_summary, spectral_rows, summary_table,

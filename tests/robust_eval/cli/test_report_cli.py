@@ -213,3 +213,11 @@ def test_report_command_on_real_results(digits_model, tmp_path, capsys):
                                                   "spectral_norm.png"}
     assert main(["report", str(results), "-o", str(tmp_path / "r.txt")]) == 2
     capsys.readouterr()
+
+
+def test_mce_reference_is_alexnet():
+    from robust_eval.cli.report import _mce_reference
+
+    reference = _mce_reference("alexnet")
+    assert len(reference) == 15 and reference["fog"][0] == pytest.approx(0.67474)
+    assert _mce_reference(None) is None

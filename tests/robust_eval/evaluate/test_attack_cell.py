@@ -187,3 +187,13 @@ def test_engines_agree_on_the_pretrained_resnet20(he2016_checkpoints, cifar10_te
         assert abs(accuracy - native.loc[name, "accuracy"]) <= 0.005, (name, accuracy)
         native_attack = type(attack)(model, **attack.hyperparameters(), seed=0)
         assert torch.equal(native_attack(x[:32], labels[:32]), attack(x[:32], labels[:32]))
+
+
+def test_the_evaluate_command_carries_the_attack_flags():
+    from robust_eval.cli import build_parser
+
+    args = build_parser().parse_args(
+        "evaluate --checkpoint m.pt --dataset digits --benchmark clean,pgd --eps 4/255,8/255 "
+        "--steps 20 --alpha 1/255 --restarts 3 --seed 7 --engine torchattacks".split())
+    assert (args.eps, args.steps, args.alpha, args.restarts, args.seed, args.engine) == (
+        [4 / 255, 8 / 255], 20, 1 / 255, 3, 7, "torchattacks")

@@ -300,9 +300,11 @@ def test_zero_filter_gives_finite_output():
     assert not torch.isfinite(official.compute_V((8, 8))).all()
 
 
-def test_in_place_buffer_updates_reach_a_dataparallel_style_replica_parent():
-    """DataParallel's device-0 replica shares the buffers' storage; updates must be in place."""
-    layer = ConvNorm2d(3, 4, 3, 1, 1, input_size=(6, 6))
+@pytest.mark.parametrize("preallocate", [True, False])
+def test_in_place_buffer_updates_reach_a_dataparallel_style_replica_parent(preallocate):
+    """DataParallel's device-0 replica holds the module's buffer tensors; updates must be in place."""
+    layer = ConvNorm2d(3, 4, 3, 1, 1, input_size=(6, 6) if preallocate else None)
+    buffer_object = layer.running_V
     replica = layer._replicate_for_data_parallel()
     for name, param in layer._parameters.items():
         setattr(replica, name, param)
@@ -313,6 +315,7 @@ def test_in_place_buffer_updates_reach_a_dataparallel_style_replica_parent():
     V = layer.compute_V((8, 8))
     f1, f2 = ema_factor(1), ema_factor(2)
     torch.testing.assert_close(layer.running_V, f2 * V + (1 - f2) * f1 * V)
+    assert layer.running_V is buffer_object  # DDP's buffer list stays valid too
 
 
 @pytest.mark.parametrize("kwargs,match", [
