@@ -21,7 +21,6 @@ from reports.results import write_atomic  # noqa: E402
 from reports.tables import cell_means, model_order, spectral_rows  # noqa: E402
 
 FORMATS = ("png", "svg", "pdf")
-METRIC_STYLES = {"last": "-", "best": "--"}
 
 
 def model_colors(models: Sequence[str]) -> Dict[str, Tuple[float, ...]]:
@@ -163,7 +162,7 @@ def plot_label_noise(frame: pd.DataFrame, colors: Optional[Dict] = None) -> Opti
                 x = 100 * rows.index.to_numpy(float)
                 label = f"{model} ({metric})" if metric else model
                 ax.plot(x, 100 * rows["accuracy"], marker="o", color=colors[model],
-                        linestyle=METRIC_STYLES.get(metric, "-"), label=label)
+                        linestyle="--" if metric.startswith("best") else "-", label=label)
                 _band(ax, x, 100 * rows["ci_low"], 100 * rows["ci_high"], colors[model])
         ax.set_xticks(sorted(100 * group["noise_rate"].dropna().unique()))
         _finish(ax, "label-noise rate (% of training labels)", "test accuracy (%)",
@@ -193,7 +192,9 @@ def plot_spectral_norms(frame: pd.DataFrame, colors: Optional[Dict] = None) -> O
                     color=colors[model], linestyle=styles[m_index % len(styles)],
                     label=f"{model}: {metric}")
     ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    # Norms often span less than a decade: label 1-1.5-2-3-5-7 steps, in plain numbers.
+    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xticks(list(layers.index), list(layers), rotation=70, fontsize=7)
     _finish(ax, "layer", "spectral norm (largest singular value)",

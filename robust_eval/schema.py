@@ -17,7 +17,7 @@ COLUMNS: List[str] = [
     "code_version", "created_at",
 ]
 # Extra columns a cell may add (status of failed cells, warnings, metric variants).
-OPTIONAL_COLUMNS: List[str] = ["status", "error", "warnings", "metric", "cell_key", "params"]
+OPTIONAL_COLUMNS: List[str] = ["status", "error", "warnings", "metric", "value", "cell_key", "params"]
 BENCHMARKS = ("clean", "corruption", "attack", "label_noise", "spectral")
 WILSON_Z = 1.959963984540054  # two-sided 95 %
 

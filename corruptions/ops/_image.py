@@ -143,29 +143,51 @@ def pil_box_matrix(in_size: int, out_size: int) -> np.ndarray:
     return m
 
 
+@functools.lru_cache(maxsize=64)
+def _sparse_rows(in_size: int, out_size: int, fixed_point: bool):
+    """pil_box_matrix as (index, weight) pairs per output pixel, padded to the widest support."""
+    m = pil_box_matrix(in_size, out_size)
+    if fixed_point:
+        m = np.floor(0.5 + m * (1 << 22)) * (m > 0)
+    support = int((m != 0).sum(1).max())
+    idx = np.zeros((out_size, support), dtype=np.int64)
+    wts = np.zeros((out_size, support))
+    for o in range(out_size):
+        nz = np.flatnonzero(m[o])
+        idx[o, :len(nz)] = nz
+        wts[o, :len(nz)] = m[o, nz]
+    return idx, wts
+
+
+def _resample_axis(x: torch.Tensor, dim: int, in_size: int, out_size: int, fixed_point: bool):
+    idx, wts = _sparse_rows(in_size, out_size, fixed_point)
+    shape = [1] * x.ndim
+    shape[dim] = out_size
+    out = None
+    for j in range(idx.shape[1]):
+        i = torch.as_tensor(idx[:, j], device=x.device)
+        w = torch.as_tensor(wts[:, j], device=x.device).to(x.dtype).view(shape)
+        term = x.index_select(dim, i) * w
+        out = term if out is None else out + term
+    return out
+
+
 def pil_box_resize(x: torch.Tensor, out_h: int, out_w: int, round_8bit: bool) -> torch.Tensor:
-    """PIL Image.resize(..., BOX): horizontal pass then vertical.
+    """PIL Image.resize(..., BOX): horizontal pass then vertical, as sparse per-axis sums.
 
-    round_8bit: emulate PIL's 8-bit path exactly: coefficients in 22-bit fixed point
-    (int(0.5 + w * 2**22)), +2**21, >> 22 and clip after each pass (exact in float64)."""
+    round_8bit: emulate PIL's 8-bit path exactly in int64: coefficients in 22-bit fixed point
+    (int(0.5 + w * 2**22)), + 2**21, >> 22 and clip after each pass."""
     h, w = x.shape[-2:]
-    dt = torch.float64
-    one = float(1 << 22)
-
-    def coeffs(n_in, n_out):
-        m = pil_box_matrix(n_in, n_out)
-        return np.floor(0.5 + m * one) if round_8bit else m
-
-    y = torch.round(x.to(dt) * 255.0) if round_8bit else x.to(dt)
+    if not round_8bit:
+        y = x if out_w == w else _resample_axis(x, -1, w, out_w, False)
+        return y if out_h == h else _resample_axis(y, -2, h, out_h, False)
+    y = torch.round(x * 255.0).to(torch.int64)
+    half = 1 << 21
     if out_w != w:
-        y = y @ torch.as_tensor(coeffs(w, out_w).T, dtype=dt, device=x.device)
-        if round_8bit:
-            y = torch.floor((y + one / 2) / one).clamp(0, 255)
+        y = ((_resample_axis(y, -1, w, out_w, True) + half) >> 22).clamp(0, 255)
     if out_h != h:
-        y = left_matmul(torch.as_tensor(coeffs(h, out_h), dtype=dt, device=x.device), y)
-        if round_8bit:
-            y = torch.floor((y + one / 2) / one).clamp(0, 255)
-    return (y / 255.0 if round_8bit else y).to(x.dtype)
+        y = ((_resample_axis(y, -2, h, out_h, True) + half) >> 22).clamp(0, 255)
+    return y.to(x.dtype) / 255.0
 
 
 # ---- scipy.ndimage.zoom(order=1) crop-and-zoom (clipped_zoom of the reference) -------------

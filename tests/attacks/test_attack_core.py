@@ -104,8 +104,10 @@ def test_labels_become_long_and_model_dtype_is_respected(bn_net, batch):
     assert adv.dtype == torch.float64
     adv32 = PGD(bn_net, steps=2)(images.double(), labels.to(torch.int16))
     assert adv32.dtype == torch.float32 and adv32.device == images.device
-    assert torch.allclose(adv.float(), adv32, atol=1e-5) or (adv.float() - adv32).abs().max() \
-        <= 2 * 8 / 255
+    assert (adv - images.double()).abs().max() <= 8 / 255 + 1e-12
+    # same algorithm in two precisions: nearly every pixel lands on the same value
+    same = torch.isclose(adv.float(), adv32, atol=1e-6).float().mean()
+    assert same > 0.95, same
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

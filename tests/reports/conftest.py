@@ -34,7 +34,7 @@ def _rows(rng):
                                  steps=steps, restarts=1))
         for noise_type in ("symmetric", "asymmetric"):
             for rate in (0.2, 0.4):
-                for metric, drop in (("best", 0.0), ("last", 0.08)):
+                for metric, drop in (("best_val_epoch", 0.0), ("last_epoch", 0.08)):
                     p = 0.9 - rate * (0.5 if noise_type == "symmetric" else 0.3) - drop * rate \
                         + 2 * boost
                     rows.append(cell(p, benchmark="label_noise", noise_type=noise_type,

@@ -66,6 +66,11 @@ def test_one_colour_per_model_across_plots(frame):
     np.testing.assert_allclose(_lines(eps_fig)["resnet18_bn"].get_xdata(), [0, 2, 4, 8])
     spectral = figures["spectral_norm"].axes[0]
     assert spectral.get_yscale() == "log" and "spectral norm" in spectral.get_ylabel()
+    figures["spectral_norm"].canvas.draw()
+    low, high = spectral.get_ylim()
+    labels = [t.get_text() for t in spectral.get_yticklabels()
+              if low <= t.get_position()[1] <= high and t.get_text()]
+    assert len(labels) >= 2, "the log axis has no readable tick labels"
     heat = figures["corruption_heatmap_resnet18_bn"].axes[0]
     assert heat.images[0].get_array().shape == (3, 5)
     for fig in figures.values():

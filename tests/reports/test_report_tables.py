@@ -25,10 +25,18 @@ def test_summary_matches_the_cells(full_frame):
     pgd = bn[(bn["attack"] == "pgd") & ((bn["eps"] - 8 / 255).abs() < 1e-9)]["accuracy"]
     assert summary.loc["resnet18_bn", "pgd 8/255"] == pytest.approx(pgd.iloc[0])
     last = bn[(bn["noise_type"] == "symmetric") & (bn["noise_rate"] == 0.4) &
-              (bn["metric"] == "last")]["accuracy"]
+              (bn["metric"] == "last_epoch")]["accuracy"]
     assert summary.loc["resnet18_bn", "label noise symmetric 40%"] == pytest.approx(last.iloc[0])
     assert "autoattack" not in " ".join(summary.columns)  # only a failed cell
-    assert "last epoch" in summary.attrs["notes"]["label noise symmetric 40%"]
+    assert "metric last" in summary.attrs["notes"]["label noise symmetric 40%"]
+
+
+def test_label_noise_prefers_the_last_epoch_metric():
+    rows = [make_row(correct=c, n=100, model="m", benchmark="label_noise", noise_type="symmetric",
+                     noise_rate=0.4, metric=m) for c, m in ((70, "best_val_epoch"),
+                                                            (60, "last_epoch"))]
+    summary = summary_table(normalize_frame(to_frame(rows)))
+    assert summary.loc["m", "label noise symmetric 40%"] == pytest.approx(0.6)
 
 
 def test_headline_eps_falls_back_to_largest():

@@ -156,6 +156,9 @@ def test_convnorm_layer_in_a_model():
     normalised = response / energy.sqrt().unsqueeze(-1)
     expected = torch.linalg.svdvals(normalised).max().item()
     assert record["spectral_norm"] == pytest.approx(expected, rel=1e-6)
+    # The preconditioner is ConvNorm2d's own V on the same grid (rfft half of the full DFT).
+    ours = spectral.convnorm_preconditioner(response).permute(2, 0, 1)[..., : 8 // 2 + 1]
+    torch.testing.assert_close(ours, layer.compute_V((8, 8)).double(), rtol=1e-5, atol=1e-6)
     # Every row of a normalised block has unit norm, so the norm lies in [1, sqrt(C_out)].
     assert 1.0 - 1e-9 <= record["spectral_norm"] <= 2.0 + 1e-9
 
