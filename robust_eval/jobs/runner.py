@@ -70,7 +70,7 @@ def _train_run_dir(spec: ModelSpec) -> Path:
     return cache / f"{spec.arch}-{spec.norm}-{train.get('dataset', 'digits')}-{digest}"
 
 
-def train_and_cache(spec: ModelSpec, device: str) -> Path:
+def train_and_cache(spec: ModelSpec, device: str):
     """Train a `train:` model once; later runs find the finished run and reuse its checkpoint."""
     from robust_eval.train import train_model
 
@@ -92,7 +92,7 @@ def train_and_cache(spec: ModelSpec, device: str) -> Path:
                          dataset=train.get("dataset", "digits"), data_root=train.get("root"),
                          recipe=train.get("recipe", "standard"), seed=train.get("seed", 0),
                          num_classes=spec.num_classes, device=device, **options)
-    return Path(result.best_checkpoint or result.last_checkpoint)
+    return Path(result.best_checkpoint or result.last_checkpoint), result.trained_epochs
 
 
 def prepare_models(config: JobConfig, *, device: str, train: bool = True,
@@ -116,13 +116,15 @@ def prepare_models(config: JobConfig, *, device: str, train: bool = True,
         elif spec.source == "train":
             run_dir = _train_run_dir(spec)
             if train:
-                echo(f"model {spec.name}: training {spec.arch}/{spec.norm} on "
-                     f"{spec.train.get('dataset', 'digits')} (cached in {run_dir})")
+                echo(f"model {spec.name}: {spec.arch}/{spec.norm} trained on "
+                     f"{spec.train.get('dataset', 'digits')}, cached in {run_dir}")
                 try:
                     started = time.time()
-                    spec.checkpoint = str(train_and_cache(spec, device))
-                    echo(f"model {spec.name}: ready ({time.time() - started:.1f} s) "
-                         f"{spec.checkpoint}")
+                    path, epochs = train_and_cache(spec, device)
+                    spec.checkpoint = str(path)
+                    how = f"trained {epochs} epoch(s)" if epochs else \
+                        "reused the cached checkpoint"
+                    echo(f"model {spec.name}: {how} ({time.time() - started:.1f} s): {path}")
                 except Exception as exc:  # noqa: BLE001 - recorded on the model's cells
                     error = f"training model {spec.name!r} failed: {type(exc).__name__}: {exc}"
                     LOG.error("%s", error)

@@ -59,5 +59,6 @@ def test_demo_end_to_end_on_a_small_config(tmp_path, monkeypatch, capsys):
     # a second demo reuses the cached models and the stored cells
     code = main(["demo", "--config", str(config), "--out", str(out), "--no-progress"])
     printed = capsys.readouterr().out
-    assert code == 0 and "7 already done, 0 to run" in printed
+    assert code == 0 and "8 already done, 0 to run" in printed
+    assert "reused the cached checkpoint" in printed
     assert {p: p.stat().st_mtime_ns for p in trained} == stamps

@@ -127,3 +127,19 @@ def test_dry_run_lists_cells_and_what_is_done(tmp_path, checkpoints):
     run_job(config, out, dry_run=True, echo=lines.append)
     assert sum("[   done]" in line for line in lines) == 2
     assert lines[-1] == "2 cells: 2 done"
+
+
+def test_missing_data_fails_its_cells_with_the_path(tmp_path, checkpoints):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "t", "device": "cpu",
+        "models": [{"name": "good", "checkpoint": str(checkpoints["good"])}],
+        "datasets": [{"name": "digits", "kind": "digits", "limit": 20},
+                     {"name": "c10", "kind": "cifar10", "root": "no-such-folder"}],
+        "benchmarks": [{"type": "clean"}],
+    }))
+    summary = run_job(config, tmp_path / "out", progress=False, echo=lambda s: None)
+    assert summary.exit_code == 1 and [c.dataset for c in summary.failed] == ["c10"]
+    table = pd.read_csv(tmp_path / "out" / "results.csv").set_index("dataset")
+    assert table.loc["digits", "status"] == "ok"
+    assert str(tmp_path / "no-such-folder") in table.loc["c10", "error"]

@@ -198,3 +198,21 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def test_recipes_resolve_to_the_official_protocols():
+    spec = make_spec(arch="resnet18", recipe="standard")
+    assert (spec.epochs, spec.milestones, spec.lr, spec.momentum, spec.weight_decay,
+            spec.batch_size) == (120, (40, 80), 0.1, 0.9, 1e-4, 128)
+    assert [spec.lr_at(e) for e in (0, 39, 40, 79, 80)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001])
+    c100 = make_spec(arch="resnet18", dataset="cifar100", num_classes=100, recipe="standard")
+    assert (c100.epochs, c100.milestones) == (150, (60, 120))
+    assert make_spec(arch="resnet18", epochs=10).milestones == (3, 7)  # scaled with the run
+    noisy = make_spec(arch="resnet18", recipe="label_noise", noise_rate=0.4)
+    assert noisy.noise_type == "symmetric"
+    assert noisy.key == make_spec(arch="resnet18", recipe="label_noise", noise_rate=0.4).key
+    assert noisy.key != make_spec(arch="resnet18", recipe="label_noise", noise_rate=0.4,
+                                  seed=1).key
+    with pytest.raises(ValueError, match="unknown training option"):
+        make_spec(arch="resnet18", learning_rate=0.1)
