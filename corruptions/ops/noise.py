@@ -47,9 +47,13 @@ def _poisson_tables(c: float, levels: int, device: str):
     logp[0, 0] = 0.0
     cdf = np.cumsum(np.exp(logp), axis=1)
     cdf /= cdf[:, -1:]  # tail mass beyond kmax (< 1e-20) folded into the last entries
-    cdf[:, -1] = 2.0  # guarantee termination
+    # every uniform (<= 1) stops where the true CDF passes 1 - 2**-26 (remaining mass < 1.5e-8,
+    # below the uniforms' 2**-24 resolution), and always by the last entry
+    cdf32 = cdf.astype(np.float32)
+    cdf32[cdf >= 1.0 - 2.0 ** -26] = 2.0
+    cdf32[:, -1] = 2.0
     guides = 1024
-    cdf_t = torch.from_numpy(cdf.astype(np.float32))
+    cdf_t = torch.from_numpy(cdf32)
     grid = torch.arange(guides, dtype=torch.float32) / guides
     guide = torch.searchsorted(cdf_t, grid.expand(len(cdf), guides).contiguous())
     dev = torch.device(device)
@@ -64,13 +68,23 @@ def poisson_from_uniform(rate_level: torch.Tensor, u: torch.Tensor, c: float,
     cdf, guide, width, guides = _poisson_tables(float(c), int(levels), str(u.device))
     lv = rate_level.to(torch.int64)
     row = lv * width
-    k = guide[lv * guides + (u * guides).to(torch.int64).clamp_max(guides - 1)].to(torch.int64)
+    j = (u * guides).to(torch.int64).clamp_max(guides - 1)
+    k = guide[lv * guides + j].to(torch.int64)
     k = k + (cdf[row + k] < u).to(torch.int64)  # one full step settles almost every draw
-    todo = torch.nonzero((cdf[row + k] < u).flatten()).flatten()
-    kf, rf, uf = k.flatten(), row.flatten(), u.flatten()
-    while todo.numel():  # the few draws in wide guide bins (far tails)
-        kf[todo] += 1
-        todo = todo[cdf[rf[todo] + kf[todo]] < uf[todo]]
+    kf = k.flatten()
+    todo = torch.nonzero(cdf[row.flatten() + kf] < u.flatten()).flatten()
+    if todo.numel():  # draws in wide guide bins (the far tails): bisect up to the next bin's start
+        r, uu, jj = row.flatten()[todo], u.flatten()[todo], j.flatten()[todo]
+        lo = kf[todo]  # cdf[lo] < u
+        nxt = (lv.flatten()[todo] * guides + jj + 1).clamp_max(guide.numel() - 1)
+        hi = torch.where(jj + 1 < guides, guide[nxt].to(torch.int64), torch.full_like(lo, width - 1))
+        hi = torch.maximum(hi, lo + 1)  # cdf[hi] >= u
+        while bool((hi - lo > 1).any()):
+            mid = (lo + hi) // 2
+            below = cdf[r + mid] < uu
+            lo = torch.where(below, mid, lo)
+            hi = torch.where(below, hi, mid)
+        kf[todo] = hi
     return kf.view_as(k)
 
 
