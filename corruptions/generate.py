@@ -139,7 +139,7 @@ def apply_corruption(images: torch.Tensor, name: str, severity: int, *, params: 
         ctx = Context(rng=ImageRNG(keys[start:start + chunk]), quantized=quantized, param_set=params)
         y = kernel(x, p, ctx).clamp_(0.0, 1.0)
         if quantized:
-            y = torch.floor(y * 255.0 + eps).clamp_(0, 255).to(torch.uint8)
+            y = y.mul_(255.0).add_(eps).to(torch.uint8)  # y >= 0: the cast truncates like np.uint8
         else:
             y = y.to(images.dtype)
         outs.append(y)

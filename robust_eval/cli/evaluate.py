@@ -6,6 +6,7 @@ Benchmarks come from plug-in modules in robust_eval/evaluate/ (see its __init__)
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -56,8 +57,9 @@ def register(subparsers) -> None:
     g.add_argument("--download", action="store_true", help="download CIFAR if absent")
     g.add_argument("--limit", type=_positive_int, help="evaluate the first N images only")
     g = p.add_argument_group("run")
-    g.add_argument("--benchmark", default="clean",
-                   help=f"comma-separated; known: {', '.join(plugins.known())}")
+    g.add_argument("--benchmark", action="append",
+                   help=f"comma-separated, may repeat (default clean); known: "
+                        f"{', '.join(plugins.known())}")
     g.add_argument("--batch-size", type=_positive_int, default=256)
     g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     g.add_argument("--out", help="write OUT/results.csv (long result schema)")
@@ -68,7 +70,8 @@ def register(subparsers) -> None:
 
 def _benchmarks(args) -> List[str]:
     plugins = args._plugins
-    names = [b.strip() for b in args.benchmark.split(",") if b.strip()]
+    given = args.benchmark or ["clean"]
+    names = list(dict.fromkeys(b.strip() for flag in given for b in flag.split(",") if b.strip()))
     if not names:
         raise CliError("--benchmark is empty")
     unknown = [b for b in names if b not in plugins.by_name]
@@ -178,6 +181,10 @@ def format_table(frame, meta, data) -> str:
     view["accuracy %"] = [f"{100 * a:.2f}" if ok else "-" for a, ok in zip(frame["accuracy"], has_n)]
     view["95% CI %"] = [f"{100 * lo:.2f}-{100 * hi:.2f}" if ok else "-"
                         for lo, hi, ok in zip(frame["ci_low"], frame["ci_high"], has_n)]
+    if "value" in frame and frame["value"].notna().any():  # measurements without n (spectral)
+        view["layer"] = [json.loads(p).get("layer", "") if isinstance(p, str) else ""
+                         for p in frame.get("params", [None] * len(frame))]
+        view["value"] = [f"{v:.4g}" if v == v and v is not None else "" for v in frame["value"]]
     return header + "\n" + view.to_string(index=False)
 
 

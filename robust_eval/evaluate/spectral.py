@@ -324,7 +324,7 @@ def evaluate_spectral(model: nn.Module, input_size, *, base: Optional[Dict[str, 
             params = {k: v for k, v in record.items() if k not in METRICS}
             params.update(value=record[metric], method="fft_circular")
             rows.append(make_row(correct=0, n=0, **(base or {}), benchmark="spectral",
-                                 metric=metric, seconds=seconds,
+                                 metric=metric, value=float(record[metric]), seconds=seconds,
                                  params=json.dumps(params, sort_keys=True)))
     if not rows:
         raise ValueError("the model has no convolution layer on its forward path")

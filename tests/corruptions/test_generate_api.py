@@ -201,3 +201,20 @@ def test_glass_wavefronts_equal_the_sequential_loop(delta, iters, size):
     got = glass_shuffle(torch.from_numpy(img).permute(2, 0, 1)[None].double(),
                         torch.from_numpy(offsets)[None], delta)
     assert np.array_equal(got[0].permute(1, 2, 0).numpy().astype(np.uint8), want)
+
+
+@pytest.mark.parametrize("c,levels", [(500.0, 255), (3.0, 255), (60.0, 1020)])
+def test_poisson_inversion_equals_plain_search(c, levels):
+    """Guide table + bisection == the smallest k with CDF(k) >= u, for every rate level."""
+    from corruptions.ops.noise import _poisson_tables
+
+    cdf, _, width, _ = _poisson_tables(c, levels, "cpu")
+    g = torch.Generator().manual_seed(0)
+    lv = torch.randint(0, levels + 1, (50_000,), generator=g)
+    u = torch.rand(50_000, generator=g).clamp_min(2 ** -24)
+    u[:50] = 1.0
+    u[50:100] = 2 ** -24
+    got = poisson_from_uniform(lv.float(), u, c, levels)
+    rows = cdf.view(levels + 1, width)[lv]
+    want = torch.searchsorted(rows, u.unsqueeze(1)).squeeze(1)
+    assert torch.equal(got, want)
