@@ -218,3 +218,12 @@ def test_poisson_inversion_equals_plain_search(c, levels):
     rows = cdf.view(levels + 1, width)[lv]
     want = torch.searchsorted(rows, u.unsqueeze(1)).squeeze(1)
     assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("name", ["shot_noise", "glass_blur", "frost", "spatter", "jpeg_compression"])
+def test_internal_chunking_does_not_change_results(name, cifar_images, monkeypatch):
+    import corruptions.generate as gen
+
+    whole = apply_corruption(cifar_images, name, 4, seed=3)
+    monkeypatch.setattr(gen, "_CHUNK_PIXELS", 2 * 32 * 32)  # two images per chunk
+    assert torch.equal(apply_corruption(cifar_images, name, 4, seed=3), whole)
