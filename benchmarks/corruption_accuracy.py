@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -67,13 +66,11 @@ def main(argv=None) -> None:
     print("|---|---|---|---|---|---|")
     for name in args.names.split(","):
         for s in range(1, 6):
-            t0 = time.perf_counter()
             a_c = accuracy(model, apply_corruption(x, name, s, params="cifar10"), y)
             a_i = accuracy(model, apply_corruption(x, name, s, params="imagenet"), y)
             a_r = accuracy(model, reference(x_hwc, name, s), y)
             mark = "" if name in BENCHMARK_CORRUPTIONS else " (extra)"
             print(f"| {name}{mark} | {s} | {a_c:.1f} | {a_i:.1f} | {a_r:.1f} | {a_i - a_r:+.1f} |", flush=True)
-            del t0
 
 
 if __name__ == "__main__":

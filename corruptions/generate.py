@@ -21,21 +21,8 @@ from .ops.digital import (brightness, contrast, elastic_transform, jpeg_compress
                           saturate)
 from .ops.noise import gaussian_noise, impulse_noise, shot_noise, speckle_noise
 from .ops.weather import fog, frost, snow, spatter
-from .params import PARAMS
-
-BENCHMARK_CORRUPTIONS: tuple[str, ...] = (
-    "gaussian_noise", "shot_noise", "impulse_noise",
-    "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-    "snow", "frost", "fog", "brightness",
-    "contrast", "elastic_transform", "pixelate", "jpeg_compression",
-)
-EXTRA_CORRUPTIONS: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
-ALL_CORRUPTIONS: tuple[str, ...] = BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS
-CATEGORIES: dict[str, tuple[str, ...]] = {
-    "noise": BENCHMARK_CORRUPTIONS[0:3], "blur": BENCHMARK_CORRUPTIONS[3:7],
-    "weather": BENCHMARK_CORRUPTIONS[7:11], "digital": BENCHMARK_CORRUPTIONS[11:15],
-    "extra": EXTRA_CORRUPTIONS,
-}
+from .params import (ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, CATEGORIES, EXTRA_CORRUPTIONS,
+                     PARAMS)
 
 _KERNELS: dict[str, Callable] = {
     "gaussian_noise": gaussian_noise, "shot_noise": shot_noise, "impulse_noise": impulse_noise,

@@ -18,6 +18,9 @@ from typing import Dict, Iterable, Sequence, Tuple, Union
 import numpy as np
 import pandas as pd
 
+from .params import ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS
+from .params import CATEGORIES as _ALL_CATEGORIES
+
 SEVERITIES: Tuple[int, ...] = (1, 2, 3, 4, 5)
 
 # AlexNet top-1 error on ImageNet-C, severities 1..5 (Hendrycks & Dietterich 2019, as in
@@ -47,17 +50,9 @@ ALEXNET_EXTRA_MEAN_ERRORS: Dict[str, float] = {
 }
 ALEXNET_CLEAN_ERROR = 0.4348
 
-# The same names as corruptions.generate (a test checks they agree); kept here so the metrics
-# stay importable without torch.
-BENCHMARK_CORRUPTIONS: Tuple[str, ...] = tuple(ALEXNET_ERRORS)
-EXTRA_CORRUPTIONS: Tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
-ALL_CORRUPTIONS: Tuple[str, ...] = BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS
+# Metrics use the 4 categories of the benchmark; the extra corruptions are not a category here.
 CATEGORIES: Dict[str, Tuple[str, ...]] = {
-    "noise": BENCHMARK_CORRUPTIONS[0:3],
-    "blur": BENCHMARK_CORRUPTIONS[3:7],
-    "weather": BENCHMARK_CORRUPTIONS[7:11],
-    "digital": BENCHMARK_CORRUPTIONS[11:15],
-}
+    name: members for name, members in _ALL_CATEGORIES.items() if name != "extra"}
 
 # Columns that identify what was evaluated: cells differing in these must never be pooled.
 _IDENTITY_COLUMNS = ("model", "checkpoint_sha256", "dataset", "params")

@@ -12,6 +12,21 @@ Tuple layouts (the same for both sets):
 """
 from __future__ import annotations
 
+# The 15 benchmark corruptions in the published order, and the 4 extra ("validation") ones.
+BENCHMARK_CORRUPTIONS: tuple[str, ...] = (
+    "gaussian_noise", "shot_noise", "impulse_noise",
+    "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
+    "snow", "frost", "fog", "brightness",
+    "contrast", "elastic_transform", "pixelate", "jpeg_compression",
+)
+EXTRA_CORRUPTIONS: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+ALL_CORRUPTIONS: tuple[str, ...] = BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS
+CATEGORIES: dict[str, tuple[str, ...]] = {
+    "noise": BENCHMARK_CORRUPTIONS[0:3], "blur": BENCHMARK_CORRUPTIONS[3:7],
+    "weather": BENCHMARK_CORRUPTIONS[7:11], "digital": BENCHMARK_CORRUPTIONS[11:15],
+    "extra": EXTRA_CORRUPTIONS,
+}
+
 _CIFAR_ELASTIC = [(0, 0, .08), (.05, .2, .07), (.08, .06, .06), (.1, .04, .05), (.1, .03, .03)]
 _IMAGENET_ELASTIC = [(2, .7, .1), (2, .08, .2), (.05, .01, .02), (.07, .01, .02), (.12, .01, .02)]
 

@@ -2,30 +2,43 @@
 from __future__ import annotations
 
 import functools
-from pathlib import Path
+import importlib.resources
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from . import Context
 from ._image import clipped_zoom, gaussian_filter, next_power_of_2, rgb_to_gray
 from .blur import motion_blur_layer
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
+# The textures Hendrycks' scripts draw from (frost1..5; frost6 is imagecorruptions' addition).
+FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg")
 
 
 # ---- frost -------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=4)
 def frost_textures(param_set: str) -> tuple[torch.Tensor, ...]:
-    """The five frost textures (RGB float [0,1], 3HW): x0.2-scaled ones for CIFAR parameters
-    (as make_cifar_c.py), full-size ones for ImageNet parameters (as make_imagenet_c.py)."""
-    suffix = "_x0.2.png" if param_set == "cifar10" else ".jpg"
+    """The five frost textures (RGB float [0,1], 3HW), read from the installed imagecorruptions
+    package: x0.2-scaled with cv2 INTER_LINEAR for CIFAR parameters (as make_cifar_c.py),
+    full size for ImageNet parameters (as make_imagenet_c.py)."""
+    try:
+        import cv2
+        textures = importlib.resources.files("imagecorruptions") / "frost"
+    except ImportError as error:
+        raise ImportError(
+            "frost needs the frost textures shipped by imagecorruptions-imaug "
+            "(pip install imagecorruptions-imaug, a dependency of robust-eval)") from error
     out = []
-    for i in range(1, 6):
-        arr = np.asarray(Image.open(ASSETS / f"frost{i}{suffix}").convert("RGB"))
-        out.append(torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255.0)
+    for name in FROST_FILES:
+        with importlib.resources.as_file(textures / name) as path:
+            bgr = cv2.imread(str(path))
+        if bgr is None:
+            raise FileNotFoundError(f"frost texture {path} is missing or unreadable")
+        if param_set == "cifar10":
+            bgr = cv2.resize(bgr, (0, 0), fx=0.2, fy=0.2)
+        rgb = np.ascontiguousarray(bgr[..., ::-1])
+        out.append(torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0)
     return tuple(out)
 
 

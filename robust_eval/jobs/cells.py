@@ -11,6 +11,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Any, Callable, Dict, List, Optional
 
 import torch
@@ -19,7 +20,7 @@ from torch import nn
 from robust_eval.schema import COLUMNS
 
 LOG = logging.getLogger("robust_eval.jobs")
-_CACHE_SIZE = 4
+_CACHE_SIZE = 6
 _models: "OrderedDict[str, nn.Module]" = OrderedDict()
 _data: "OrderedDict[str, Any]" = OrderedDict()
 
@@ -165,12 +166,40 @@ def _run_corruption(cell, device) -> List[Dict[str, Any]]:
     p = cell["params"]
     model = load_model(cell["model_spec"], device)
     data = load_data(cell["dataset_spec"], limit=cell["limit"])
-    published = p["source"] == "files"
-    return corruption_rows(
-        model, data, corruptions=[p["corruption"]], severities=[p["severity"]],
-        params=None if published else p["params"],
-        source=cell["extra"]["path"] if published else "generate", seed=cell["seed"],
-        batch_size=cell["batch_size"], base=base_fields(cell, model), device=device)
+    if p["source"] == "files":
+        return corruption_rows(
+            model, data, corruptions=[p["corruption"]], severities=[p["severity"]],
+            source=cell["extra"]["path"], batch_size=cell["batch_size"],
+            base=base_fields(cell, model), device=device)
+    return _generated_corruption(cell, model, data, device)
+
+
+def _generated_corruption(cell, model, data, device) -> List[Dict[str, Any]]:
+    """Generated corruption: the corrupted set is cached per worker, so the next model of the
+    same (corruption, severity) cell reuses it. apply_corruption is deterministic per (seed,
+    image index, corruption, severity), so this equals evaluate/corruption.py's batched path."""
+    from corruptions.generate import apply_corruption
+
+    from robust_eval.evaluate.clean import run_clean
+
+    p = cell["params"]
+    key = json.dumps(["corrupted", cell["dataset_spec"], cell["limit"], p, cell["seed"]],
+                     sort_keys=True, default=str)
+    if key in _data:
+        corrupted = _data[key]
+    else:
+        images = apply_corruption(data.images, p["corruption"], p["severity"],
+                                  params=p["params"], seed=cell["seed"],
+                                  indices=torch.arange(len(data.images)))
+        corrupted = _remember(_data, key, replace(data, images=images))
+    start = time.perf_counter()
+    rows = run_clean(model, corrupted, base_fields(cell, model), batch_size=cell["batch_size"],
+                     device=device)
+    for row in rows:
+        row.update(benchmark="corruption", corruption=p["corruption"],
+                   severity=p["severity"], params=p["params"],
+                   seconds=time.perf_counter() - start)
+    return rows
 
 
 def _run_attack(cell, device) -> List[Dict[str, Any]]:

@@ -115,11 +115,13 @@ def expand(config: JobConfig, identities: Dict[str, Dict[str, Any]], code_versio
         seed = options.get("seed", config.seed)
         batch_size = options.get("batch_size", config.batch_size)
         limit = options.get("limit")
-        for model_name in bench.models or list(models):
-            for dataset_name in bench.datasets or list(datasets):
-                model, dataset = models[model_name], datasets[dataset_name]
-                identity = identities[model_name]
-                for params, extra, cell_seed in _cell_params(bench.type, options, seed):
+        # Parameters outer, models inner: the models of one (corruption, severity) run back to
+        # back, so a worker generates the corrupted images once and reuses them.
+        for params, extra, cell_seed in _cell_params(bench.type, options, seed):
+            for model_name in bench.models or list(models):
+                for dataset_name in bench.datasets or list(datasets):
+                    model, dataset = models[model_name], datasets[dataset_name]
+                    identity = identities[model_name]
                     key = cell_key(identity, dataset, bench.type, params, cell_seed, limit,
                                    code_version)
                     if key in seen:  # the same cell listed twice: run and store it once

@@ -21,7 +21,6 @@ cv2 = pytest.importorskip("cv2")
 from imagecorruptions import corrupt  # noqa: E402
 
 from corruptions.generate import PARAMS, apply_corruption  # noqa: E402
-from corruptions.ops import Context  # noqa: E402
 from corruptions.ops._rng import ImageRNG, image_keys  # noqa: E402
 
 N_IMAGES = 3
@@ -202,7 +201,7 @@ def test_fog_plasma_statistics():
 @pytest.mark.slow
 def test_frost_is_a_blend_with_a_texture_crop():
     """CIFAR frost: out == clip(c0 * x + c1 * crop) for some crop of the x0.2 textures (<= 1 level),
-    and the shipped x0.2 textures equal cv2.resize of imagecorruptions' files exactly."""
+    and the x0.2 textures equal cv2.resize of imagecorruptions' files exactly."""
     import importlib.resources
     from corruptions.ops.weather import frost_textures
 

@@ -43,7 +43,6 @@ def test_lists_and_registry():
 @pytest.mark.parametrize("name", ALL_CORRUPTIONS)
 def test_every_corruption_every_severity_cifar(name, cifar_images):
     x = cifar_images[:3]
-    prev_change = -1.0
     changes = []
     for s in range(1, 6):
         y = apply_corruption(x, name, s, params="cifar10")
@@ -51,7 +50,6 @@ def test_every_corruption_every_severity_cifar(name, cifar_images):
         changes.append((y.float() - x.float()).abs().mean().item())
     # every corruption changes the image at the top severity
     assert changes[-1] > 0.5, (name, changes)
-    del prev_change
 
 
 @pytest.mark.parametrize("name", ALL_CORRUPTIONS)
@@ -227,3 +225,23 @@ def test_internal_chunking_does_not_change_results(name, cifar_images, monkeypat
     whole = apply_corruption(cifar_images, name, 4, seed=3)
     monkeypatch.setattr(gen, "_CHUNK_PIXELS", 2 * 32 * 32)  # two images per chunk
     assert torch.equal(apply_corruption(cifar_images, name, 4, seed=3), whole)
+
+
+@pytest.mark.parametrize("n,sigma,mode,truncate", [(32, 0.7, "nearest", 4.0), (224, 6.0, "nearest", 4.0),
+                                                   (224, 170.8, "reflect", 3.0), (32, 6.4, "reflect", 3.0)])
+def test_gaussian_filter_equals_scipy(n, sigma, mode, truncate):
+    from scipy.ndimage import gaussian_filter as scipy_gaussian
+    from corruptions.ops._image import gaussian_filter
+
+    a = np.random.default_rng(0).random((n, n))
+    got = gaussian_filter(torch.from_numpy(a)[None, None], sigma, mode, truncate)[0, 0].numpy()
+    assert np.abs(got - scipy_gaussian(a, sigma, mode=mode, truncate=truncate)).max() < 1e-12
+
+
+def test_non_contiguous_and_half_inputs(cifar_images):
+    hwc = cifar_images.permute(0, 2, 3, 1).contiguous()
+    view = hwc.permute(0, 3, 1, 2)  # NCHW view of HWC memory, as from a numpy array
+    for name in ("glass_blur", "elastic_transform", "pixelate", "fog"):
+        assert torch.equal(apply_corruption(view, name, 2), apply_corruption(cifar_images, name, 2))
+    half = apply_corruption(cifar_images.half() / 255, "snow", 2)
+    assert half.dtype == torch.float16 and half.shape == cifar_images.shape

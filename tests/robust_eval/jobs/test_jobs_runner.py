@@ -143,3 +143,68 @@ def test_missing_data_fails_its_cells_with_the_path(tmp_path, checkpoints):
     table = pd.read_csv(tmp_path / "out" / "results.csv").set_index("dataset")
     assert table.loc["digits", "status"] == "ok"
     assert str(tmp_path / "no-such-folder") in table.loc["c10", "error"]
+
+
+def test_generated_corruption_cells_match_the_evaluate_module(tmp_path, checkpoints):
+    """The runner caches each corrupted set for the next model; the numbers must equal
+    robust_eval.evaluate.corruption's batched path (what `robust-eval evaluate` prints)."""
+    from robust_eval.checkpoints import load_checkpoint
+    from robust_eval.data import load_split
+    from robust_eval.evaluate.corruption import corruption_rows
+
+    other = save_tiny(tmp_path / "other.safetensors", seed=3)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "t", "device": "cpu", "batch_size": 16,
+        "models": [{"name": "a", "checkpoint": str(checkpoints["good"])},
+                   {"name": "b", "checkpoint": str(other)}],
+        "datasets": [{"name": "digits", "kind": "digits", "limit": 40}],
+        "benchmarks": [{"type": "corruption", "corruptions": ["gaussian_noise", "pixelate"],
+                        "severities": [4], "seed": 3}],
+    }))
+    summary = run_job(config, tmp_path / "out", progress=False, echo=lambda s: None)
+    assert [c.model for c in summary.cells] == ["a", "b", "a", "b"]  # models inner
+    data = load_split("digits", split="test", limit=40)
+    for name, path in (("a", checkpoints["good"]), ("b", other)):
+        expected = corruption_rows(load_checkpoint(path), data,
+                                   corruptions=["gaussian_noise", "pixelate"], severities=[4],
+                                   params="cifar10", seed=3, batch_size=16)
+        got = summary.frame[summary.frame.model == name]
+        assert got["correct"].tolist() == [r["correct"] for r in expected]
+        assert set(got["params"]) == {"cifar10"} and set(got["seed"]) == {3}
+
+
+def test_convnorm_model_clean_then_attack_in_one_worker(tmp_path):
+    """The demo's path: a worker evaluates a ConvNorm model under inference_mode (clean), then
+    attacks it (autograd) with the same cached model. Nothing created under inference_mode may
+    leak into the later gradient computation."""
+    from robust_eval.checkpoints import save_checkpoint
+    from robust_eval.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("tiny_cnn", norm="convnorm")
+    model.train()
+    model(torch.rand(8, 3, 32, 32))  # one training step's running_V estimate
+    model.eval()
+    save_checkpoint(model, tmp_path / "cn.safetensors", arch="tiny_cnn", norm="convnorm",
+                    num_classes=10, mean=model.mean, std=model.std, input_size=(32, 32))
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "t", "device": "cpu",
+        "models": [{"name": "cn", "checkpoint": "cn.safetensors"}],
+        "datasets": [{"name": "digits", "kind": "digits", "limit": 16}],
+        "benchmarks": [{"type": "clean"}, {"type": "attack", "attack": "fgsm", "eps": [0.01]}],
+    }))
+    import os
+    import subprocess
+    import sys
+
+    # a fresh process: the first ConvNorm forward in it happens under inference_mode
+    repo = Path(__file__).resolve().parents[3]
+    done = subprocess.run([sys.executable, "-m", "robust_eval", "run", str(config), "--out",
+                           str(tmp_path / "out"), "--no-progress"], cwd=repo, text=True,
+                          capture_output=True, env=dict(os.environ, PYTHONPATH=str(repo),
+                                                        OMP_NUM_THREADS="1"), timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    table = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert set(table["status"]) == {"ok"} and len(table) == 2
