@@ -30,7 +30,10 @@ def _cached(key: tuple, build):
     if hit is None:
         if len(_MATRIX_CACHE) >= _MATRIX_CACHE_MAX:
             _MATRIX_CACHE.clear()
-        hit = _MATRIX_CACHE[key] = build()
+        # Built under inference_mode they would be inference tensors, unusable by a later
+        # backward (an attack after a clean pass in the same process).
+        with torch.inference_mode(False):
+            hit = _MATRIX_CACHE[key] = build()
     return hit
 
 

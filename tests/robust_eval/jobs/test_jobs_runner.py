@@ -174,6 +174,7 @@ def test_generated_corruption_cells_match_the_evaluate_module(tmp_path, checkpoi
         assert set(got["params"]) == {"cifar10"} and set(got["seed"]) == {3}
 
 
+@pytest.mark.slow
 def test_convnorm_model_clean_then_attack_in_one_worker(tmp_path):
     """The demo's path: a worker evaluates a ConvNorm model under inference_mode (clean), then
     attacks it (autograd) with the same cached model. Nothing created under inference_mode may

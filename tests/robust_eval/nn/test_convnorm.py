@@ -399,3 +399,17 @@ def test_fast_spectral_energy_equals_fft_energy():
     for grid in [(9, 9), (12, 13), (34, 34)]:
         torch.testing.assert_close(spectral_energy_fast(w, grid), spectral_energy(w, grid),
                                    rtol=1e-10, atol=1e-10)
+
+
+def test_fast_path_backward_after_an_inference_mode_pass():
+    """Cached matrices first built under inference_mode must not break a later backward."""
+    from robust_eval.nn import convnorm_fast
+
+    convnorm_fast._MATRIX_CACHE.clear()
+    layer = ConvNorm2d(3, 4, 3, padding=1, mode="fast").eval()
+    x = torch.rand(2, 3, 7, 7)
+    with torch.inference_mode():
+        layer(x)
+    x.requires_grad_(True)
+    layer(x).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
