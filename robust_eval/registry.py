@@ -57,3 +57,17 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def attack_registry() -> Registry:
+    """The attacks leaf's registry, seen through the hub's Registry."""
+    import attacks
+
+    return Registry.view("attack", attacks.ATTACKS)
+
+
+def corruption_registry() -> Registry:
+    """The corruptions leaf's registry, seen through the hub's Registry."""
+    from corruptions.generate import CORRUPTIONS
+
+    return Registry.view("corruption", CORRUPTIONS)

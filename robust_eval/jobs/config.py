@@ -25,21 +25,17 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+from corruptions.params import BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS
+from robust_eval.registry import attack_registry
+from robust_eval.train.noise import KINDS as NOISE_KINDS
+
+ATTACKS = tuple(attack_registry())
+
 BENCHMARK_TYPES = ("clean", "corruption", "attack", "label_noise")
-ATTACKS = ("fgsm", "pgd", "pgd_l2", "autoattack")
 ENGINES = ("native", "torchattacks", "autoattack")
 DATASET_KINDS = ("cifar10", "cifar100", "imagenet", "digits")
 CORRUPTION_SOURCES = ("auto", "files", "generated")
 PARAM_SETS = ("cifar10", "imagenet")
-NOISE_KINDS = ("symmetric", "symmetric_exact", "asymmetric")  # robust_eval.train.noise.KINDS
-# The 15 benchmark corruptions and the 4 extras (corruptions.md); checked here so a typo fails
-# at validation time, before any model is loaded.
-BENCHMARK_CORRUPTIONS = (
-    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
-    "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform",
-    "pixelate", "jpeg_compression",
-)
-EXTRA_CORRUPTIONS = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 CORRUPTION_GROUPS = {
     "benchmark": BENCHMARK_CORRUPTIONS,
     "all": BENCHMARK_CORRUPTIONS,
@@ -372,6 +368,9 @@ def _parse_benchmark(c: _Checker, raw: Any, index: int, base: Path, cfg: Dict[st
         rates = c.sequence(raw.get("rates"), f"{path}.rates", allow_scalar=True)
         options["rates"] = [c.number(r, f"{path}.rates[{i}]", minimum=0, maximum=1)
                             for i, r in enumerate(rates)]
+        for i, rate in enumerate(options["rates"]):
+            if rate >= 1:
+                raise c.fail(f"{path}.rates[{i}]", f"a noise rate must be below 1, got {rate}")
         seeds = c.sequence(raw.get("seeds", [cfg.get("seed", 0)]), f"{path}.seeds",
                            allow_scalar=True)
         options["seeds"] = [c.integer(s, f"{path}.seeds[{i}]", minimum=0)

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import pandas as pd
 
-from robust_eval.jobs.config import BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS
+from corruptions.params import BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS
 
 
 def _rows(frame: pd.DataFrame, benchmark: str, model: Optional[str]) -> pd.DataFrame:

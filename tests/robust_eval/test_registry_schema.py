@@ -29,6 +29,16 @@ def test_registry_view_sees_later_leaf_entries():
     assert "fgsm" in view and view.list() == ["fgsm"]
 
 
+def test_hub_views_of_leaf_registries():
+    from robust_eval.registry import attack_registry, corruption_registry
+
+    assert {"fgsm", "pgd", "pgd_l2", "autoattack"} <= set(attack_registry())
+    corruptions = corruption_registry()
+    assert len(corruptions) == 19 and "frost" in corruptions
+    with pytest.raises(RegistryError, match="did you mean 'frost'"):
+        corruptions.get("forst")
+
+
 def test_wilson_interval_known_values():
     from scipy.stats import binomtest
 
