@@ -129,6 +129,8 @@ def test_shipped_configs_validate_and_demo_copy_matches_package():
     for name in ("cifar10", "imagenet"):
         config = load_config(REPO / "configs" / f"{name}.yaml")
         assert config.datasets[0].kind == name
+    ci_small = load_config(REPO / "configs" / "ci-small.yaml")  # the config docs/ci.md gates on
+    assert {b.type for b in ci_small.benchmarks} == {"clean", "corruption", "attack"}
 
 
 def test_load_config_reports_yaml_errors(tmp_path):
