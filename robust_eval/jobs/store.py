@@ -14,6 +14,7 @@ processes may write at once; two writers of the same key write the same cell, la
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
@@ -162,15 +163,26 @@ class ResultStore:
         return results_frame(self.rows(keys))
 
     def write_tables(self, keys: Iterable[str]) -> pd.DataFrame:
-        """Rebuild results.csv and results.parquet from the records of `keys`."""
-        frame = self.frame(keys)
-        atomic_write_text(self.root / "results.csv", frame.to_csv(index=False))
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:  # parquet is an optional extra
-            LOG.info("pyarrow not installed: results.parquet not written")
-        else:
-            atomic_write_bytes(self.root / "results.parquet", _parquet_bytes(frame))
+        """Rebuild results.csv and results.parquet from the records of `keys`.
+
+        Rebuilds are serialised by a lock: every writer stores its cell before it rebuilds, so
+        the last rebuild to run sees every cell and no stale table can land after it.
+        """
+        keys = list(keys)
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".tables.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                frame = self.frame(keys)
+                atomic_write_text(self.root / "results.csv", frame.to_csv(index=False))
+                try:
+                    import pyarrow  # noqa: F401
+                except ImportError:  # parquet is an optional extra
+                    LOG.info("pyarrow not installed: results.parquet not written")
+                else:
+                    atomic_write_bytes(self.root / "results.parquet", _parquet_bytes(frame))
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
         return frame
 
 
