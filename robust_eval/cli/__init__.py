@@ -18,6 +18,17 @@ SUBCOMMAND_MODULES = [
 ]
 
 
+def positive_int(text: str) -> int:
+    """argparse type for counts such as --limit and --batch-size."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 class CliError(Exception):
     """A user error: printed without a traceback, exit code 2."""
 

@@ -14,18 +14,9 @@ from pathlib import Path
 from typing import List
 
 from robust_eval.cli import CliError
+from robust_eval.cli import positive_int as _positive_int
 
 GENERATION_FILE = "generation.json"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
 
 
 def register(subparsers) -> None:

@@ -14,16 +14,7 @@ from pathlib import Path
 from typing import List
 
 from robust_eval.cli import CliError
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+from robust_eval.cli import positive_int as _positive_int
 
 
 def register(subparsers) -> None:
