@@ -181,13 +181,27 @@ def pil_box_resize(x: torch.Tensor, out_h: int, out_w: int, round_8bit: bool) ->
     if not round_8bit:
         y = x if out_w == w else _resample_axis(x, -1, w, out_w, False)
         return y if out_h == h else _resample_axis(y, -2, h, out_h, False)
-    y = torch.round(x * 255.0).to(torch.int64)
-    half = 1 << 21
+    # Integer arithmetic carried in float64 GEMMs: every product and partial sum is an integer
+    # below 2**53 (255 * 2**22 * support), so any summation order is exact and the result is
+    # bit-identical to PIL's int32 loop; one GEMM per axis instead of an index_select per tap.
+    y = torch.round(x.to(torch.float64) * 255.0)
+    half = float(1 << 21)
+    scale = 1.0 / (1 << 22)
     if out_w != w:
-        y = ((_resample_axis(y, -1, w, out_w, True) + half) >> 22).clamp(0, 255)
+        mw = _fixed_point_matrix(w, out_w, str(x.device))
+        y = torch.floor_((y @ mw.T).add_(half).mul_(scale)).clamp_(0, 255)
     if out_h != h:
-        y = ((_resample_axis(y, -2, h, out_h, True) + half) >> 22).clamp(0, 255)
+        mh = _fixed_point_matrix(h, out_h, str(x.device))
+        y = torch.floor_(left_matmul(mh, y).add_(half).mul_(scale)).clamp_(0, 255)
     return y.to(x.dtype) / 255.0
+
+
+@functools.lru_cache(maxsize=64)
+def _fixed_point_matrix(in_size: int, out_size: int, device: str) -> torch.Tensor:
+    """pil_box_matrix with PIL's 22-bit fixed-point coefficients, (out, in) float64."""
+    m = pil_box_matrix(in_size, out_size)
+    m = np.floor(0.5 + m * (1 << 22)) * (m > 0)
+    return torch.as_tensor(m, dtype=torch.float64, device=torch.device(device))
 
 
 # ---- scipy.ndimage.zoom(order=1) crop-and-zoom (clipped_zoom of the reference) -------------
