@@ -131,6 +131,8 @@ def test_shipped_configs_validate_and_demo_copy_matches_package():
         assert config.datasets[0].kind == name
     ci_small = load_config(REPO / "configs" / "ci-small.yaml")  # the config docs/ci.md gates on
     assert {b.type for b in ci_small.benchmarks} == {"clean", "corruption", "attack"}
+    for shipped in sorted((REPO / "configs").glob("*.yaml")):  # every shipped config validates
+        load_config(shipped)
 
 
 def test_load_config_reports_yaml_errors(tmp_path):
