@@ -1,6 +1,8 @@
 """The one long-format result schema (design.md): one row per measured cell."""
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 import platform
 import subprocess
@@ -33,18 +35,28 @@ def wilson_interval(correct: int, n: int, z: float = WILSON_Z) -> Tuple[float, f
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+@functools.lru_cache(maxsize=1)
 def code_version() -> str:
-    """Package version plus the git commit when run from a checkout."""
+    """Package version, plus the git commit when run from a checkout and a hash of any
+    uncommitted change (so results from an edited tree never pass for the commit's).
+    Cached: it runs git, and make_row asks for it on every row."""
     from robust_eval import __version__
 
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parent,
-            capture_output=True, text=True, timeout=5,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        sha = ""
-    return f"{__version__}+{sha}" if sha else __version__
+    here = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=here, capture_output=True, text=True,
+                                  timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    sha = git("rev-parse", "--short", "HEAD")
+    if not sha:
+        return __version__
+    diff = git("diff", "HEAD", "--", ":/robust_eval", ":/attacks", ":/corruptions", ":/reports")
+    dirty = f".dirty{hashlib.sha256(diff.encode()).hexdigest()[:8]}" if diff else ""
+    return f"{__version__}+{sha}{dirty}"
 
 
 def make_row(*, correct: int, n: int, **fields: Any) -> Dict[str, Any]:

@@ -56,3 +56,35 @@ def test_make_row_fills_schema_and_rejects_bad_values():
         make_row(correct=1, n=1, acc=1)
     with pytest.raises(ValueError, match="must lie in"):
         make_row(correct=5, n=4)
+
+
+def test_code_version_names_commit_and_uncommitted_changes(tmp_path):
+    """Rows from an edited tree must not carry the bare commit id of the clean tree."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = tmp_path / "checkout"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "robust_eval", repo / "robust_eval",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run(git + ["init", "-q"], check=True)
+    subprocess.run(git + ["add", "-A"], check=True)
+    subprocess.run(git + ["commit", "-qm", "x"], check=True)
+    probe = [sys.executable, "-c",
+             "from robust_eval.schema import code_version; print(code_version())"]
+    env = {"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"}
+
+    def version():
+        return subprocess.run(probe, cwd=tmp_path, env=env, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    clean = version()
+    sha = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True,
+                         text=True).stdout.strip()
+    assert clean.endswith(f"+{sha}")
+    with open(repo / "robust_eval" / "schema.py", "a") as f:
+        f.write("\n# edited\n")
+    dirty = version()
+    assert dirty.startswith(clean + ".dirty") and len(dirty) == len(clean) + len(".dirty") + 8
