@@ -12,12 +12,17 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+# one thread for the reference's numpy/OpenCV/numba too (set before they load), like torch's
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -32,27 +37,28 @@ def _sync(device):
 
 
 def time_ours(x: torch.Tensor, name: str, params: str, severities, batch: int) -> float:
-    """Seconds per image (best of 2 passes over the severities, after a warm-up)."""
+    """Seconds per image for one pass over the severities (call warm_up first)."""
     device = x.device
-    for s in severities:  # warm-up: caches, lazy tables
-        apply_corruption(x[:8], name, s, params=params)
-    best = float("inf")
-    for _ in range(2):
-        _sync(device)
-        t0 = time.perf_counter()
+    _sync(device)
+    t0 = time.perf_counter()
+    for s in severities:
+        for i in range(0, len(x), batch):
+            apply_corruption(x[i:i + batch], name, s, params=params,
+                             indices=torch.arange(i, min(i + batch, len(x)), device=device))
+    _sync(device)
+    return (time.perf_counter() - t0) / (len(x) * len(severities))
+
+
+def warm_up(x: torch.Tensor, name: str, severities) -> None:
+    """Caches, lazy tables, the reference's numba compile."""
+    for params in ("cifar10", "imagenet"):
         for s in severities:
-            for i in range(0, len(x), batch):
-                apply_corruption(x[i:i + batch], name, s, params=params,
-                                 indices=torch.arange(i, min(i + batch, len(x)), device=device))
-        _sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return best / (len(x) * len(severities))
+            apply_corruption(x[:8], name, s, params=params)
 
 
 def time_reference(x_np: np.ndarray, name: str, severities) -> float:
     from imagecorruptions import corrupt
 
-    corrupt(x_np[0], corruption_name=name, severity=severities[0])  # numba compile, caches
     t0 = time.perf_counter()
     for s in severities:
         for img in x_np:
@@ -69,6 +75,8 @@ def main(argv=None) -> None:
     ap.add_argument("--n-set", type=int, default=1000, help="images per cell for the full-set estimate")
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--names", default=",".join(ALL_CORRUPTIONS))
+    ap.add_argument("--repeats", type=int, default=3, help="back-to-back repeats (medians)")
+    ap.add_argument("--skip-full-set", action="store_true")
     ap.add_argument("--skip-reference", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -80,18 +88,34 @@ def main(argv=None) -> None:
           f"threads {args.threads}, device {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
     print(f"# per-image time at 32 px, severities {sev}; reference on {args.n_ref} images, ours on "
-          f"{args.n_ours} (batch {args.batch})")
+          f"{args.n_ours} (batch {args.batch}); medians of {args.repeats} back-to-back repeats")
     print("| corruption | reference (ImageNet params) | ours, cifar10 params | ours, imagenet params |"
           " speed-up (ref / ours-imagenet) | speed-up (ref / ours-cifar10) |")
     print("|---|---|---|---|---|---|")
     x = x_all[: args.n_ours].to(device)
     for name in args.names.split(","):
-        ref = float("nan") if args.skip_reference else time_reference(data[: args.n_ref], name, sev)
-        oc = time_ours(x, name, "cifar10", sev, args.batch)
-        oi = time_ours(x, name, "imagenet", sev, args.batch)
-        print(f"| {name} | {ref * 1e6:.0f} us | {oc * 1e6:.1f} us | {oi * 1e6:.1f} us | "
-              f"{ref / oi:.1f}x | {ref / oc:.1f}x |", flush=True)
+        warm_up(x, name, sev)
+        if not args.skip_reference:
+            from imagecorruptions import corrupt
 
+            corrupt(data[0], corruption_name=name, severity=sev[0])  # numba compile, caches
+        # the machine is shared: each repeat times the three back to back, and the table gives
+        # medians of the times and of the per-repeat ratios
+        ref, oc, oi = [], [], []
+        for _ in range(args.repeats):
+            ref.append(float("nan") if args.skip_reference else time_reference(data[: args.n_ref], name, sev))
+            # best of 2 passes: the first one after the reference re-warms caches and the
+            # allocator (a generation run is many batches in a row, i.e. the warm case)
+            oc.append(min(time_ours(x, name, "cifar10", sev, args.batch) for _ in range(2)))
+            oi.append(min(time_ours(x, name, "imagenet", sev, args.batch) for _ in range(2)))
+        med = statistics.median
+        ratio_i = med(r / o for r, o in zip(ref, oi))
+        ratio_c = med(r / o for r, o in zip(ref, oc))
+        print(f"| {name} | {med(ref) * 1e6:.0f} us | {med(oc) * 1e6:.1f} us | {med(oi) * 1e6:.1f} us | "
+              f"{ratio_i:.1f}x | {ratio_c:.1f}x |", flush=True)
+
+    if args.skip_full_set:
+        return
     # whole CIFAR-10-C-style set: 15 corruptions x 5 severities x 10,000 images, cifar10 params
     xs = x_all[: args.n_set].to(device)
     total = 0.0

@@ -112,14 +112,21 @@ def filter2d(x: torch.Tensor, kernel: np.ndarray, mode: str = "reflect101") -> t
     kernel = kernel[kh // 2 - ry:kh // 2 + ry + 1, kw // 2 - rx:kw // 2 + rx + 1]
     h, w = x.shape[-2:]
     rows_all = border_index(h, ry, ry, mode)
+    # (S_i x) M_i^T == S_i (x M_i^T) row for row (a row shift only picks rows): one GEMM per
+    # DISTINCT kernel row (symmetric kernels: about half), its border rows added once, and every
+    # kernel row's shift is a view of that padded product, summed in the original order
+    rows_t = torch.as_tensor(rows_all, device=x.device)
+    padded: dict[tuple, torch.Tensor] = {}
     out = None
     for i, taps in enumerate(kernel):
         if not taps.any():
             continue
-        rows = torch.as_tensor(rows_all[i:i + h], device=x.device)
-        mw = torch.as_tensor(filter_matrix(w, tuple(taps.tolist()), mode), dtype=x.dtype, device=x.device)
-        term = x.index_select(-2, rows) @ mw.T
-        out = term if out is None else out + term
+        key = tuple(taps.tolist())
+        if key not in padded:
+            mw = torch.as_tensor(filter_matrix(w, key, mode), dtype=x.dtype, device=x.device)
+            padded[key] = (x @ mw.T).index_select(-2, rows_t)  # ..., H + 2ry, W
+        term = padded[key][..., i:i + h, :]
+        out = term.clone(memory_format=torch.contiguous_format) if out is None else out.add_(term)
     return out
 
 
@@ -175,33 +182,43 @@ def _resample_axis(x: torch.Tensor, dim: int, in_size: int, out_size: int, fixed
 def pil_box_resize(x: torch.Tensor, out_h: int, out_w: int, round_8bit: bool) -> torch.Tensor:
     """PIL Image.resize(..., BOX): horizontal pass then vertical, as sparse per-axis sums.
 
-    round_8bit: emulate PIL's 8-bit path exactly in int64: coefficients in 22-bit fixed point
+    round_8bit: emulate PIL's 8-bit path exactly in integers: coefficients in 22-bit fixed point
     (int(0.5 + w * 2**22)), + 2**21, >> 22 and clip after each pass."""
     h, w = x.shape[-2:]
     if not round_8bit:
         y = x if out_w == w else _resample_axis(x, -1, w, out_w, False)
         return y if out_h == h else _resample_axis(y, -2, h, out_h, False)
-    # Integer arithmetic carried in float64 GEMMs: every product and partial sum is an integer
-    # below 2**53 (255 * 2**22 * support), so any summation order is exact and the result is
-    # bit-identical to PIL's int32 loop; one GEMM per axis instead of an index_select per tap.
-    y = torch.round(x.to(torch.float64) * 255.0)
-    half = float(1 << 21)
-    scale = 1.0 / (1 << 22)
-    if out_w != w:
-        mw = _fixed_point_matrix(w, out_w, str(x.device))
-        y = torch.floor_((y @ mw.T).add_(half).mul_(scale)).clamp_(0, 255)
-    if out_h != h:
-        mh = _fixed_point_matrix(h, out_h, str(x.device))
-        y = torch.floor_(left_matmul(mh, y).add_(half).mul_(scale)).clamp_(0, 255)
-    return y.to(x.dtype) / 255.0
+    return pil_box_resize_8bit(torch.round(x * 255.0).to(torch.int32), out_h, out_w).to(x.dtype).div_(255.0)
+
+
+def pil_box_resize_8bit(x: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
+    """PIL's 8-bit BOX resize on integer 0..255 NCHW values; returns int32."""
+    h, w = x.shape[-2:]
+    # int32 suffices: sum(w) = 2**22 (+ rounding), so every sum is <= 255 * 2**22 + 2**21 < 2**31.
+    # Both passes select whole rows (dim -2, contiguous memcpy) of a transposed copy: a gather
+    # along the last dim is several times slower.
+    y = x.to(torch.int32).transpose(-1, -2).contiguous()  # N,C,W,H
+    half = 1 << 21
+    for horizontal, n_in, n_out in ((True, w, out_w), (False, h, out_h)):
+        if n_out != n_in:
+            acc = None
+            for i, wt in _fixed_point_taps(n_in, n_out, str(x.device)):
+                term = y.index_select(-2, i).mul_(wt)
+                acc = term if acc is None else acc.add_(term)
+            y = acc.add_(half).bitwise_right_shift_(22).clamp_(0, 255)
+        if horizontal:
+            y = y.transpose(-1, -2).contiguous()  # N,C,H,W'
+    return y
 
 
 @functools.lru_cache(maxsize=64)
-def _fixed_point_matrix(in_size: int, out_size: int, device: str) -> torch.Tensor:
-    """pil_box_matrix with PIL's 22-bit fixed-point coefficients, (out, in) float64."""
-    m = pil_box_matrix(in_size, out_size)
-    m = np.floor(0.5 + m * (1 << 22)) * (m > 0)
-    return torch.as_tensor(m, dtype=torch.float64, device=torch.device(device))
+def _fixed_point_taps(in_size: int, out_size: int, device: str):
+    """PIL's 22-bit fixed-point BOX taps per axis as (index, int32 weight of shape (out, 1))."""
+    idx, wts = _sparse_rows(in_size, out_size, True)
+    dev = torch.device(device)
+    return tuple((torch.as_tensor(idx[:, j], device=dev),
+                  torch.as_tensor(wts[:, j].astype(np.int32), device=dev).view(out_size, 1))
+                 for j in range(idx.shape[1]))
 
 
 # ---- scipy.ndimage.zoom(order=1) crop-and-zoom (clipped_zoom of the reference) -------------
@@ -247,16 +264,18 @@ def clipped_zoom(x: torch.Tensor, zoom: float, trim: str = "centre") -> torch.Te
 # ---- HSV (skimage.color formulas) --------------------------------------------------------------
 def rgb_to_hsv(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     r, g, b = x[:, 0], x[:, 1], x[:, 2]
-    v = x.max(dim=1).values
-    delta = v - x.min(dim=1).values
-    safe = torch.where(delta == 0, torch.ones_like(delta), delta)
-    s = torch.where(delta == 0, torch.zeros_like(v), delta / torch.where(v == 0, torch.ones_like(v), v))
-    h = torch.where(r == v, (g - b) / safe, torch.zeros_like(v))
-    h = torch.where(g == v, 2.0 + (b - r) / safe, h)
-    h = torch.where(b == v, 4.0 + (r - g) / safe, h)
-    h = torch.remainder(h / 6.0, 1.0)
-    h = torch.where(delta == 0, torch.zeros_like(h), h)
-    return h, s, v
+    lo, v = torch.aminmax(x, dim=1)
+    delta = v - lo
+    grey = delta == 0
+    safe = torch.where(grey, 1.0, delta)
+    s = torch.where(grey, 0.0, delta / torch.where(v == 0, 1.0, v))
+    # the sector's numerator and offset first (b == v wins over g == v over r == v, as in
+    # skimage), then ONE division: offset + num / safe, with offset 0 for red exactly as before
+    bv, gv = b == v, g == v
+    num = torch.where(bv, r - g, torch.where(gv, b - r, g - b))
+    offset = torch.where(bv, 4.0, torch.where(gv, 2.0, torch.zeros_like(v)))  # x's dtype
+    h = torch.remainder(offset.add_(num.div_(safe)).div_(6.0), 1.0)
+    return h.masked_fill_(grey, 0.0), s, v
 
 
 def hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -265,13 +284,15 @@ def hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tenso
     p = v * (1 - s)
     q = v * (1 - f * s)
     t = v * (1 - (1 - f) * s)
-    hi = torch.remainder(hi, 6).to(torch.int64)
-    choices = torch.stack([
-        torch.stack((v, t, p), 1), torch.stack((q, v, p), 1), torch.stack((p, v, t), 1),
-        torch.stack((p, q, v), 1), torch.stack((t, p, v), 1), torch.stack((v, p, q), 1),
-    ], 0)  # 6, N, 3, H, W
-    idx = hi.unsqueeze(0).unsqueeze(2).expand(1, -1, 3, -1, -1)
-    return torch.gather(choices, 0, idx).squeeze(0)
+    hi = torch.remainder(hi, 6)  # integer-valued floats 0..5
+    # sector hi picks R, G, B among v, p, q, t (skimage.color.hsv2rgb's table): masks and where
+    # chains copy the chosen values exactly, without stacking all 6 x 3 candidate planes
+    sector = [hi == k for k in range(6)]
+    out = torch.empty((v.shape[0], 3, *v.shape[1:]), dtype=v.dtype, device=v.device)
+    torch.where(sector[0] | sector[5], v, torch.where(sector[1], q, torch.where(sector[4], t, p)), out=out[:, 0])
+    torch.where(sector[1] | sector[2], v, torch.where(sector[0], t, torch.where(sector[3], q, p)), out=out[:, 1])
+    torch.where(sector[3] | sector[4], v, torch.where(sector[2], t, torch.where(sector[5], q, p)), out=out[:, 2])
+    return out
 
 
 def rgb_to_gray(x: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ masked shifts), so the bits are identical on CPU and GPU and do not depend on ba
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -41,6 +42,26 @@ def mix32(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def mix32_(x: torch.Tensor) -> torch.Tensor:
+    """mix32 in place (x must be a fresh contiguous int32 tensor): no temporaries beyond one."""
+    t = torch.empty_like(x)
+    for shift, mask, mult in ((16, 0xFFFF, _M1), (15, 0x1FFFF, _M2), (16, 0xFFFF, None)):
+        torch.bitwise_right_shift(x, shift, out=t)
+        x.bitwise_xor_(t.bitwise_and_(mask))
+        if mult is not None:
+            x.mul_(_signed(mult))
+    return x
+
+
+@functools.lru_cache(maxsize=64)
+def _element_hashes(stream: int, numel: int, device: str) -> torch.Tensor:
+    """The key-independent half of element e's hash in stream `stream`."""
+    salt1 = mix32_int(stream * 0x632BE5AB + 0x5BD1E995)
+    salt2 = mix32_int(salt1 ^ 0x68E31DA4) ^ 0x1B56C4E9  # != mix(salt1): element 0 differs per stream
+    counters = torch.arange(numel, dtype=torch.int32, device=torch.device(device))
+    return mix32(mix32(counters ^ _signed(salt1)) ^ _signed(salt2))
+
+
 def image_keys(seed: int, indices: torch.Tensor, corruption_id: int, severity: int) -> torch.Tensor:
     """One int32 key per image from its global index (int64 tensor) and the corruption cell."""
     base = mix32_int(seed & _MASK32)
@@ -69,33 +90,38 @@ class ImageRNG:
 
     def bits(self, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
         numel = math.prod(shape)
-        salt1 = mix32_int(stream * 0x632BE5AB + 0x5BD1E995)
-        salt2 = mix32_int(salt1 ^ 0x68E31DA4) ^ 0x1B56C4E9  # != mix(salt1): element 0 differs per stream
-        counters = torch.arange(numel, dtype=torch.int32, device=self.device)
-        per_element = mix32(mix32(counters ^ _signed(salt1)) ^ _signed(salt2))
-        out = mix32(per_element.unsqueeze(0) ^ self.keys.unsqueeze(1))
-        return out.view(len(self), *shape)
+        per_element = _element_hashes(stream, numel, str(self.device))
+        out = per_element.unsqueeze(0) ^ self.keys.unsqueeze(1)
+        return mix32_(out).view(len(self), *shape)
 
     def uniform(self, stream: int, shape: tuple[int, ...], dtype=torch.float32) -> torch.Tensor:
         """Uniform on (0, 1]: 24 random bits, (k + 1) / 2**24, exact in float32."""
-        b = (self.bits(stream, shape) >> 8) & 0xFFFFFF
-        return (b.to(dtype) + 1.0) * (1.0 / 16777216.0)
+        b = self.bits(stream, shape).bitwise_right_shift_(8).bitwise_and_(0xFFFFFF)
+        return b.to(dtype).add_(1.0).mul_(1.0 / 16777216.0)  # every step exact
 
     def normal(self, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
         """Standard normals by Box-Muller on pairs of uniforms."""
         numel = math.prod(shape)
         half = (numel + 1) // 2
         u = self.uniform(stream, (2 * half,))
-        r = torch.sqrt(-2.0 * torch.log(u[:, :half]))
-        theta = (2.0 * math.pi) * u[:, half:]
-        z = torch.cat([r * torch.cos(theta), r * torch.sin(theta)], dim=1)[:, :numel]
+        r = u[:, :half].log().mul_(-2.0).sqrt_()
+        theta = u[:, half:].mul_(2.0 * math.pi)
+        z = torch.empty_like(u)
+        # cos/sin on contiguous temporaries (as before), products written in place of a cat
+        torch.mul(theta.cos(), r, out=z[:, :half])
+        torch.mul(theta.sin_(), r, out=z[:, half:])
+        if 2 * half != numel:
+            z = z[:, :numel]
         return z.reshape(len(self), *shape)
 
     def randint(self, stream: int, shape: tuple[int, ...], low: int, high: int) -> torch.Tensor:
         """Integers in [low, high) (numpy randint convention), int64."""
-        u = self.uniform(stream, shape, dtype=torch.float64)
+        # Defined as low + clamp(floor((u - 2**-25) * span), 0, span - 1) with u = (b + 1) / 2**24;
+        # every step of that is exact in float64, and it equals low + ((2b + 1) * span >> 25) in
+        # integers (never outside [0, span - 1]), which is what runs here
         span = high - low
-        return (low + torch.clamp(torch.floor((u - 2.0 ** -25) * span), 0, span - 1)).to(torch.int64)
+        b = self.bits(stream, shape).bitwise_right_shift_(8).bitwise_and_(0xFFFFFF).to(torch.int64)
+        return b.mul_(2).add_(1).mul_(span).bitwise_right_shift_(25).add_(low)
 
     def uniform_range(self, stream: int, shape: tuple[int, ...], low: float, high: float,
                       dtype=torch.float32) -> torch.Tensor:

@@ -72,14 +72,16 @@ def glass_shuffle(x: torch.Tensor, offsets: torch.Tensor, delta: int) -> torch.T
     flat = x.reshape(n, c, h * w).clone()
     hh = torch.as_tensor(np.repeat(hs, len(ws)), device=dev)
     ww = torch.as_tensor(np.tile(ws, len(hs)), device=dev)
-    dst_all = hh * w + ww
-    groups_t = [torch.as_tensor(g, device=dev) for g in groups]
+    # steps sorted by wavefront once, so each wavefront is a slice (no index ops per wavefront)
+    order = torch.as_tensor(np.concatenate(groups), device=dev)
+    bounds = np.cumsum([0] + [len(g) for g in groups]).tolist()
+    dst_sorted = (hh * w + ww)[order]
     for it in range(offsets.shape[1]):
         dx, dy = offsets[:, it, :, 0], offsets[:, it, :, 1]
-        src_all = (hh + dy) * w + (ww + dx)  # N, steps
-        for g in groups_t:
-            dst = dst_all[g].view(1, 1, -1).expand(n, c, -1)
-            src = src_all[:, g].unsqueeze(1).expand(n, c, -1)
+        src_sorted = ((hh + dy) * w + (ww + dx))[:, order]  # N, steps in wavefront order
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            dst = dst_sorted[a:b].view(1, 1, -1).expand(n, c, -1)
+            src = src_sorted[:, a:b].unsqueeze(1).expand(n, c, -1)
             flat.scatter_(2, dst, torch.gather(flat, 2, src))
     return flat.view(n, c, h, w)
 
@@ -105,16 +107,21 @@ def motion_blur_layer(x: torch.Tensor, radius: int, sigma: float, angle_deg: tor
     ang = torch.deg2rad(angle_deg.to(torch.float64))
     py, px = width * torch.sin(ang), width * torch.cos(ang)
     hyp = torch.hypot(py, px)
+    # every tap's shift at once (same float64 ops as tap by tap), then only the gathers loop
+    taps = torch.arange(width, dtype=torch.float64, device=x.device).view(-1, 1)
+    dys = -torch.ceil(taps * py / hyp - 0.5).to(torch.int64)
+    dxs = -torch.ceil(taps * px / hyp - 0.5).to(torch.int64)
+    # the reference stops at the border: tap i counts only while taps 0..i all stayed inside
+    alive = ((dys.abs() < h) & (dxs.abs() < w)).to(torch.int64).cumprod(0).bool()
+    any_alive, all_alive = alive.any(1).tolist(), alive.all(1).tolist()
     out = torch.zeros_like(x)
-    alive = torch.ones(n, dtype=torch.bool, device=x.device)
     for i in range(width):
-        dy = -torch.ceil(i * py / hyp - 0.5).to(torch.int64)
-        dx = -torch.ceil(i * px / hyp - 0.5).to(torch.int64)
-        alive = alive & (dy.abs() < h) & (dx.abs() < w)  # the reference stops at the border
-        if not bool(alive.any()):
+        if not any_alive[i]:
             break
-        shifted = gather_shifted(x, dy, dx)
-        out = out + float(k[i]) * shifted * alive.view(n, 1, 1, 1).to(x.dtype)
+        term = gather_shifted(x, dys[i], dxs[i]).mul_(float(k[i]))
+        if not all_alive[i]:  # x 1.0 is exact, so the multiply is only needed for dead rows
+            term.mul_(alive[i].view(n, 1, 1, 1).to(x.dtype))
+        out.add_(term)
     return out
 
 

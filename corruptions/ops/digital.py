@@ -2,18 +2,20 @@
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 import torch
 from PIL import Image
 
 from . import Context
-from ._image import border_index, gaussian_filter, hsv_to_rgb, pil_box_resize, rgb_to_hsv
+from ._image import (border_index, gaussian_filter, hsv_to_rgb, pil_box_resize, pil_box_resize_8bit,
+                     rgb_to_hsv)
 
 
 def contrast(x: torch.Tensor, c: float, ctx: Context) -> torch.Tensor:
     means = x.mean(dim=(2, 3), keepdim=True)
-    return (x - means) * c + means
+    return (x - means).mul_(c).add_(means)
 
 
 def brightness(x: torch.Tensor, c: float, ctx: Context) -> torch.Tensor:
@@ -30,13 +32,35 @@ def pixelate(x: torch.Tensor, c: float, ctx: Context) -> torch.Tensor:
     """PIL BOX down to int(size * c), then BOX back up (Hendrycks' make_cifar_c/make_imagenet_c;
     imagecorruptions upsamples with NEAREST instead)."""
     h, w = x.shape[-2:]
+    if ctx.raw is not None:  # uint8 input: stay in 8-bit integers end to end
+        small = pil_box_resize_8bit(ctx.raw, int(h * c), int(w * c))
+        return pil_box_resize_8bit(small, h, w).to(torch.uint8)
     small = pil_box_resize(x, int(h * c), int(w * c), ctx.quantized)
     return pil_box_resize(small, h, w, ctx.quantized)
 
 
-def jpeg_compression(x: torch.Tensor, quality: int, ctx: Context) -> torch.Tensor:
-    """PIL JPEG encode/decode at `quality`, inherently one image at a time (on the CPU)."""
-    u8 = torch.floor(x * 255.0 + 0.5).clamp(0, 255).to(torch.uint8)
+def _jpeg_roundtrip_torchvision(u8: torch.Tensor, quality: int):
+    """torchvision's libjpeg-turbo round trip of a uint8 NCHW batch (CPU), or None without it.
+
+    Same library and defaults as PIL's save(quality=q) (4:2:0, islow DCT, fancy upsampling):
+    bit-identical to the PIL path on CIFAR-10 and random images (tests compare them), ~3.5x
+    faster because it skips PIL's Image/BytesIO machinery. Still one libjpeg call per image."""
+    with warnings.catch_warnings():  # torchvision >= 0.29 deprecates its codecs on every call
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
+        except ImportError:  # torchvision absent, or a release without the codecs: PIL path
+            return None
+        images = list(u8.cpu().contiguous())
+        try:
+            decoded = decode_jpeg(encode_jpeg(images, quality=int(quality)), mode=ImageReadMode.RGB)
+        except RuntimeError:  # torchvision built without its image extension
+            return None
+    return torch.stack(decoded).to(u8.device)
+
+
+def jpeg_roundtrip_pil(u8: torch.Tensor, quality: int) -> torch.Tensor:
+    """The reference's PIL JPEG save/open round trip, one image at a time (uint8 NCHW)."""
     arr = u8.permute(0, 2, 3, 1).cpu().numpy()
     out = np.empty_like(arr)
     for i, img in enumerate(arr):
@@ -44,7 +68,19 @@ def jpeg_compression(x: torch.Tensor, quality: int, ctx: Context) -> torch.Tenso
         Image.fromarray(img).save(buf, "JPEG", quality=int(quality))
         buf.seek(0)
         out[i] = np.asarray(Image.open(buf).convert("RGB"))
-    return torch.from_numpy(out).to(x.device).permute(0, 3, 1, 2).to(x.dtype) / 255.0
+    return torch.from_numpy(out).to(u8.device).permute(0, 3, 1, 2)
+
+
+def jpeg_compression(x: torch.Tensor, quality: int, ctx: Context) -> torch.Tensor:
+    """JPEG encode/decode at `quality` (PIL's settings), inherently one image at a time (CPU)."""
+    if ctx.raw is not None:  # uint8 input: the decoded bytes are the output
+        out = _jpeg_roundtrip_torchvision(ctx.raw, quality)
+        return out if out is not None else jpeg_roundtrip_pil(ctx.raw, quality)
+    u8 = torch.floor(x * 255.0 + 0.5).clamp(0, 255).to(torch.uint8)
+    out = _jpeg_roundtrip_torchvision(u8, quality)
+    if out is None:
+        out = jpeg_roundtrip_pil(u8, quality)
+    return out.to(x.dtype) / 255.0
 
 
 def _bilinear_reflect(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, mode: str):
@@ -57,17 +93,22 @@ def _bilinear_reflect(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, m
     pad = int(max(rows.abs().max().item() - h, cols.abs().max().item() - w, 0)) + 4 + max(h, w)
     ridx = torch.as_tensor(border_index(h, pad, pad, mode), device=x.device)
     cidx = torch.as_tensor(border_index(w, pad, pad, mode), device=x.device)
-    r0 = r0.to(torch.int64) + pad
-    c0 = c0.to(torch.int64) + pad
+    r0 = r0.to(torch.int64).add_(pad).view(-1)
+    c0 = c0.to(torch.int64).add_(pad).view(-1)
+    # source rows/cols of the 4 taps through the border map (take on a 1-D table: much cheaper
+    # than advanced indexing), each looked up once
+    rows = [ridx.take(r0).mul_(w), ridx.take(r0 + 1).mul_(w)]
+    cols = [cidx.take(c0), cidx.take(c0 + 1)]
     flat = x.reshape(n, c, h * w)
 
-    def tap(rr, cc):
-        idx = (ridx[rr] * w + cidx[cc]).view(n, 1, h * w).expand(n, c, h * w)
+    def tap(i, j):
+        idx = (rows[i] + cols[j]).view(n, 1, h * w).expand(n, c, h * w)
         return torch.gather(flat, 2, idx).view(n, c, h, w)
 
-    top = tap(r0, c0) * (1 - fc) + tap(r0, c0 + 1) * fc
-    bottom = tap(r0 + 1, c0) * (1 - fc) + tap(r0 + 1, c0 + 1) * fc
-    return top * (1 - fr) + bottom * fr
+    gc, gr = 1 - fc, 1 - fr
+    top = tap(0, 0).mul_(gc).add_(tap(0, 1).mul_(fc))
+    bottom = tap(1, 0).mul_(gc).add_(tap(1, 1).mul_(fc))
+    return top.mul_(gr).add_(bottom.mul_(fr))
 
 
 def _affine_from_points(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:

@@ -223,7 +223,7 @@ def test_internal_chunking_does_not_change_results(name, cifar_images, monkeypat
     import corruptions.generate as gen
 
     whole = apply_corruption(cifar_images, name, 4, seed=3)
-    monkeypatch.setattr(gen, "_CHUNK_PIXELS", 2 * 32 * 32)  # two images per chunk
+    monkeypatch.setattr(gen, "_CHUNK_PIXELS", 2 * 32 * 32)  # two images per chunk (four where _CHUNK_SCALE doubles it)
     assert torch.equal(apply_corruption(cifar_images, name, 4, seed=3), whole)
 
 
@@ -245,3 +245,42 @@ def test_non_contiguous_and_half_inputs(cifar_images):
         assert torch.equal(apply_corruption(view, name, 2), apply_corruption(cifar_images, name, 2))
     half = apply_corruption(cifar_images.half() / 255, "snow", 2)
     assert half.dtype == torch.float16 and half.shape == cifar_images.shape
+
+
+def test_jpeg_torchvision_round_trip_equals_pil(cifar_images):
+    """The batched torchvision path must give PIL's bytes exactly (same libjpeg settings)."""
+    from corruptions.ops.digital import _jpeg_roundtrip_torchvision, jpeg_roundtrip_pil
+
+    odd = torch.randint(0, 256, (2, 3, 37, 50), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    for images in (cifar_images, odd):
+        for quality in (80, 40, 7):
+            got = _jpeg_roundtrip_torchvision(images, quality)
+            assert got is not None and torch.equal(got, jpeg_roundtrip_pil(images, quality)), quality
+
+
+@pytest.mark.parametrize("name", ["shot_noise", "impulse_noise", "jpeg_compression", "pixelate"])
+@pytest.mark.parametrize("params", ["cifar10", "imagenet"])
+def test_uint8_fast_paths_equal_the_float_pipeline(name, params, cifar_images):
+    """Kernels that return bytes directly for uint8 input (lookup tables, bit thresholds) must equal
+    the generic path: float kernel, then clamp, x255, +eps and truncation."""
+    import corruptions.generate as gen
+    from corruptions.ops import Context
+    from corruptions.params import PARAMS
+
+    for severity in (1, 3, 5):
+        fast = apply_corruption(cifar_images, name, severity, params=params, seed=5)
+        keys = image_keys(5, torch.arange(len(cifar_images)), ALL_CORRUPTIONS.index(name), severity)
+        ctx = Context(rng=ImageRNG(keys), quantized=True, param_set=params)
+        y = gen._KERNELS[name](cifar_images.float() / 255.0, PARAMS[params][name][severity - 1], ctx)
+        slow = y.clamp(0, 1).mul(255.0).add(gen._TRUNC_EPS).to(torch.uint8)
+        assert torch.equal(fast, slow), (name, severity)
+
+
+@pytest.mark.parametrize("low,high", [(0, 5), (-4, 4), (-1, 1), (0, 1), (3, 1000)])
+def test_integer_randint_equals_its_float64_definition(low, high):
+    rng = ImageRNG(image_keys(2, torch.arange(3), 4, 2))
+    u = rng.uniform(7, (40_000,), dtype=torch.float64)
+    span = high - low
+    want = (low + torch.clamp(torch.floor((u - 2.0 ** -25) * span), 0, span - 1)).to(torch.int64)
+    got = rng.randint(7, (40_000,), low, high)
+    assert torch.equal(got, want) and int(got.min()) >= low and int(got.max()) < high
