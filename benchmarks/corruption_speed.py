@@ -6,6 +6,9 @@ to build the whole 15 x 5 x 10,000 CIFAR-10-C-style set is extrapolated from --n
 (corruption, severity) cell.
 
     PYTHONPATH=. python benchmarks/corruption_speed.py [--device cuda] [--n-ref 100] [--n-ours 2000]
+
+Each of --repeats rounds times reference and ours back to back (medians reported); one thread
+for torch and the reference's libraries; glibc malloc thresholds raised (see below).
 """
 from __future__ import annotations
 
@@ -20,6 +23,15 @@ from pathlib import Path
 # one thread for the reference's numpy/OpenCV/numba too (set before they load), like torch's
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
+# glibc malloc mmaps every block above its (dynamic) threshold and unmaps it on free, and
+# PyTorch's CPU allocator does not cache, so each MB-sized temporary page-faults anew: measured
+# 2.5x slower for shot_noise once a large array is alive. A fixed high threshold keeps freed
+# blocks in the heap for both libraries; glibc reads it at start-up, hence the re-exec.
+_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(256 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
+if (sys.platform.startswith("linux") and "--system-malloc" not in sys.argv
+        and any(os.environ.get(k) != v for k, v in _MALLOC.items())):
+    os.environ.update(_MALLOC)
+    os.execv(sys.executable, [sys.executable] + sys.argv)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -77,6 +89,7 @@ def main(argv=None) -> None:
     ap.add_argument("--names", default=",".join(ALL_CORRUPTIONS))
     ap.add_argument("--repeats", type=int, default=3, help="back-to-back repeats (medians)")
     ap.add_argument("--skip-full-set", action="store_true")
+    ap.add_argument("--system-malloc", action="store_true", help="keep glibc's default thresholds")
     ap.add_argument("--skip-reference", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -85,7 +98,8 @@ def main(argv=None) -> None:
     x_all = torch.from_numpy(data).permute(0, 3, 1, 2).contiguous()
     sev = (1, 3, 5)
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"threads {args.threads}, device {device}"
+          f"threads {args.threads}, device {device}, "
+          f"malloc {'default' if args.system_malloc else 'MALLOC_MMAP_THRESHOLD_=256M'}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
     print(f"# per-image time at 32 px, severities {sev}; reference on {args.n_ref} images, ours on "
           f"{args.n_ours} (batch {args.batch}); medians of {args.repeats} back-to-back repeats")

@@ -98,9 +98,9 @@ def gaussian_filter(x: torch.Tensor, sigma: float, mode: str = "nearest", trunca
 
 
 def filter2d(x: torch.Tensor, kernel: np.ndarray, mode: str = "reflect101") -> torch.Tensor:
-    """cv2.filter2D (correlation, centred anchor) per channel: one row-shift + GEMM per kernel
-    row, after cropping the kernel's all-zero border (e.g. the CIFAR disks are 17x17 arrays with
-    a 5x5 support)."""
+    """cv2.filter2D (correlation, centred anchor) per channel: one GEMM per distinct kernel row
+    plus row shifts, after cropping the kernel's all-zero border (e.g. the CIFAR disks are 17x17
+    arrays with a 5x5 support)."""
     kernel = np.asarray(kernel, dtype=np.float64)
     kh, kw = kernel.shape
     nz_r = np.flatnonzero(np.abs(kernel).sum(1))

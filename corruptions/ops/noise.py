@@ -75,7 +75,7 @@ def _poisson_draw(rate_level: torch.Tensor, u: torch.Tensor, c: float, levels: i
     uf = u.reshape(-1)
     j = (uf * guides).to(torch.int32).clamp_max_(guides - 1)
     k = guide.index_select(0, torch.addcmul(j, lv, torch.tensor(guides, dtype=torch.int32))).to(torch.int32)
-    row = lv.mul_(width)  # lv is not needed past this point
+    row = lv * width
     step = cdf.index_select(0, row + k) < uf  # one full step settles almost every draw
     k.add_(step)
     cand = torch.nonzero(step).flatten()
