@@ -1,4 +1,5 @@
 """apply_corruption: dtypes, shapes, determinism per image, errors, and the exact helpers."""
+import functools
 import math
 
 import numpy as np
@@ -20,17 +21,15 @@ def _images(n=6, size=32, seed=0):
     return (img * 255).round().to(torch.uint8)
 
 
-@pytest.fixture(scope="module")
-def cifar_images(request):
-    from pathlib import Path
-    import os
-    path = Path(os.environ.get("ROBUST_EVAL_SHARED_DATA",
-                               Path(__file__).resolve().parents[2].parent / "shared" / "data"))
-    f = path / "cifar10" / "test.npz"
-    if f.exists():
-        x = np.load(f)["x"][:6]
-        return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
-    return _images()
+@functools.lru_cache(maxsize=1)
+def _first_test_images(path: str) -> torch.Tensor:
+    return torch.from_numpy(np.load(path)["x"][:6]).permute(0, 3, 1, 2).contiguous()
+
+
+@pytest.fixture
+def cifar_images(cifar10_test_npz):
+    """Six real CIFAR-10 test images (the conftest rule: skip only outside CI when absent)."""
+    return _first_test_images(str(cifar10_test_npz)).clone()
 
 
 def test_lists_and_registry():
