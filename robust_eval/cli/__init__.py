@@ -33,6 +33,19 @@ class CliError(Exception):
     """A user error: printed without a traceback, exit code 2."""
 
 
+def parse_device(text: str):
+    """--device value -> torch.device, refusing CUDA where there is none."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise CliError(f"--device {text!r} is not a device (cpu, cuda, cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CliError(f"--device {text}: CUDA is not available on this machine")
+    return device
+
+
 def build_parser() -> argparse.ArgumentParser:
     from robust_eval import __version__
 

@@ -8,12 +8,12 @@ Each file appears only once complete. download fetches the published CIFAR-10-C 
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import List
 
 from robust_eval.cli import CliError
+from robust_eval.cli import parse_device as _device
 from robust_eval.cli import positive_int as _positive_int
 
 GENERATION_FILE = "generation.json"
@@ -52,18 +52,6 @@ def register(subparsers) -> None:
     d.add_argument("--keep-archive", action="store_true", help="keep the .tar after extracting")
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=run_download)
-
-
-def _device(text: str):
-    import torch
-
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise CliError(f"--device {text!r} is not a device (cpu, cuda, cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CliError(f"--device {text}: CUDA is not available on this machine")
-    return device
 
 
 def _corruption_names(text: str) -> List[str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import List
 
 from robust_eval.cli import CliError
+from robust_eval.cli import parse_device as _device
 from robust_eval.cli import positive_int as _positive_int
 
 
@@ -72,18 +73,6 @@ def _benchmarks(args) -> List[str]:
         raise CliError(f"unknown benchmark(s) {', '.join(unknown)} (known: "
                        f"{', '.join(plugins.known())}){broken}")
     return names
-
-
-def _device(text: str):
-    import torch
-
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise CliError(f"--device {text!r} is not a device (cpu, cuda, cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CliError(f"--device {text}: CUDA is not available on this machine")
-    return device
 
 
 def _stats(text, flag):

@@ -72,6 +72,16 @@ def _fold_stride(response: Tensor, stride: Tuple[int, int]) -> Tensor:
     return blocks.reshape(mh, mw, c_out, sh * sw * c_in) / (sh * sw) ** 0.5
 
 
+def _strided_blocks(response: Tensor, stride) -> Tensor:
+    """The per-frequency blocks of subsample_s . conv; the grid must hold whole alias groups."""
+    stride = _pair(stride)
+    h, w = response.shape[:2]
+    if h % stride[0] or w % stride[1]:
+        raise ValueError(f"grid {h}x{w} is not divisible by stride {stride}; the strided "
+                         "operator's DFT blocks need whole alias groups")
+    return _fold_stride(response, stride)
+
+
 def operator_singular_values(response: Tensor, stride=(1, 1),
                              output_scale: Optional[Tensor] = None) -> Tensor:
     """All singular values of diag(output_scale) . subsample_s . conv (circular), descending.
@@ -79,12 +89,7 @@ def operator_singular_values(response: Tensor, stride=(1, 1),
     response: (h, w, Co, Ci) from `frequency_response`; output_scale: (Co,) or (h/s, w/s, Co)
     per-channel (per-frequency) factors applied to the layer output.
     """
-    stride = _pair(stride)
-    h, w = response.shape[:2]
-    if h % stride[0] or w % stride[1]:
-        raise ValueError(f"grid {h}x{w} is not divisible by stride {stride}; the strided "
-                         "operator's DFT blocks need whole alias groups")
-    blocks = _fold_stride(response, stride)
+    blocks = _strided_blocks(response, stride)
     if output_scale is not None:
         scale = output_scale.to(blocks.dtype)
         if scale.dim() == 1:
@@ -104,12 +109,7 @@ def operator_spectral_norms(response: Tensor, stride=(1, 1),
     matrix on the smaller side (Hermitian: eigvalsh, no SVD); an output-side Gram is computed
     once and rescaled for every output scale.
     """
-    stride = _pair(stride)
-    h, w = response.shape[:2]
-    if h % stride[0] or w % stride[1]:
-        raise ValueError(f"grid {h}x{w} is not divisible by stride {stride}; the strided "
-                         "operator's DFT blocks need whole alias groups")
-    blocks = _fold_stride(response, stride)
+    blocks = _strided_blocks(response, stride)
     half = blocks.shape[1] // 2 + 1
     blocks = blocks[:, :half]
     rows, cols = blocks.shape[-2:]
