@@ -14,7 +14,8 @@ from typing import Callable
 
 import torch
 
-from .ops import Context
+from .ops import TRUNC_EPS as _TRUNC_EPS
+from .ops import Context, fused
 from .ops._rng import ImageRNG, image_keys
 from .ops.blur import defocus_blur, gaussian_blur, glass_blur, motion_blur, zoom_blur
 from .ops.digital import (brightness, contrast, elastic_transform, jpeg_compression, pixelate,
@@ -40,9 +41,11 @@ _CHUNK_PIXELS = 1 << 17
 _CHUNK_SCALE = {"snow": 2.0, "spatter": 2.0, "elastic_transform": 2.0, "defocus_blur": 0.5}
 # Kernels whose reference computes in float64 in the same order: with uint8 input we do too and
 # truncate like np.uint8 (so even the reference's 57.99999 -> 57 is reproduced). The others run in
-# float32 and get a small nudge before truncation, so exact levels k do not drop to k - 1.
+# float32 and get a small nudge before truncation (ops.TRUNC_EPS).
 _FLOAT64_KERNELS = frozenset({"brightness", "saturate", "contrast"})
-_TRUNC_EPS = 2e-3
+# "numba": fused CPU kernels for uint8 input (corruptions/ops/fused/), equal to the torch ops'
+# output (tests/corruptions/test_fused_*.py); "auto" takes them where they apply.
+ENGINES = ("auto", "torch", "numba")
 
 
 def _check_name(name: str) -> str:
@@ -101,15 +104,34 @@ def _indices(indices, n: int, device) -> torch.Tensor:
     return idx.to(torch.int64)
 
 
+def _fused_kernel(name: str, images: torch.Tensor, engine: str):
+    """The fused kernel to use, or None for the torch ops."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if engine == "torch":
+        return None
+    kernel = fused.KERNELS.get(name)
+    usable = kernel is not None and images.dtype == torch.uint8 and images.device.type == "cpu"
+    if engine == "numba" and not usable:
+        why = ("it has no fused kernel" if kernel is None else
+               f"fused kernels take uint8 CPU images, got {images.dtype} on {images.device}")
+        raise ValueError(f"engine='numba' cannot run {name!r}: {why}")
+    return kernel if usable else None
+
+
 def apply_corruption(images: torch.Tensor, name: str, severity: int, *, params: str = "cifar10",
-                     seed: int = 0, indices=None) -> torch.Tensor:
-    """Corrupt a batch; see the module docstring. Raises ValueError on any bad argument."""
+                     seed: int = 0, indices=None, engine: str = "auto") -> torch.Tensor:
+    """Corrupt a batch; see the module docstring. Raises ValueError on any bad argument.
+
+    engine: "auto" (fused numba kernels for uint8 CPU input where one exists, else torch ops),
+    "torch" or "numba" (an error where it does not apply); all give the same output."""
     name = _check_name(name)
     severity = _check_severity(severity)
     table = _check_params(params)
     images = _check_images(images)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    fused_kernel = _fused_kernel(name, images, engine)
     n, _, h, w = images.shape
     idx = _indices(indices, n, images.device)
     if n == 0:
@@ -117,6 +139,12 @@ def apply_corruption(images: torch.Tensor, name: str, severity: int, *, params: 
     p = table[name][severity - 1]
     keys = image_keys(seed, idx, ALL_CORRUPTIONS.index(name), severity)
     quantized = images.dtype == torch.uint8
+    if fused_kernel is not None:  # one call for the whole batch: nothing is materialised per chunk
+        raw = images.contiguous()
+        ctx = Context(rng=ImageRNG(keys), quantized=True, param_set=params, raw=raw)
+        out = fused_kernel(p, ctx)
+        if out is not None:
+            return out
     kernel = _KERNELS[name]
     chunk = max(1, int(_CHUNK_PIXELS * _CHUNK_SCALE.get(name, 1.0)) // (h * w))
     exact64 = quantized and name in _FLOAT64_KERNELS
@@ -150,8 +178,9 @@ def corrupt_batch(images: torch.Tensor, name: str, severities=(1, 2, 3, 4, 5), *
 
 
 def _make_public(name: str) -> Callable:
-    def corruption(images, severity, *, params="cifar10", seed=0, indices=None):
-        return apply_corruption(images, name, severity, params=params, seed=seed, indices=indices)
+    def corruption(images, severity, *, params="cifar10", seed=0, indices=None, engine="auto"):
+        return apply_corruption(images, name, severity, params=params, seed=seed, indices=indices,
+                                engine=engine)
 
     corruption.__name__ = corruption.__qualname__ = name
     corruption.__doc__ = f"apply_corruption(images, {name!r}, severity, ...)"
@@ -160,5 +189,5 @@ def _make_public(name: str) -> Callable:
 
 CORRUPTIONS: dict[str, Callable] = {name: _make_public(name) for name in ALL_CORRUPTIONS}
 
-__all__ = ["apply_corruption", "corrupt_batch", "CORRUPTIONS", "BENCHMARK_CORRUPTIONS",
+__all__ = ["apply_corruption", "corrupt_batch", "CORRUPTIONS", "ENGINES", "BENCHMARK_CORRUPTIONS",
            "EXTRA_CORRUPTIONS", "ALL_CORRUPTIONS", "CATEGORIES", "PARAMS"]

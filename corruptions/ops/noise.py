@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from . import Context
+from . import TRUNC_EPS, Context
 
 # float inputs put the Poisson rate on a grid of c/1020 (4 steps per 8-bit level); uint8 inputs
 # land on it exactly
@@ -110,10 +110,8 @@ def poisson_from_uniform(rate_level: torch.Tensor, u: torch.Tensor, c: float,
 def _shot_output_lut(c: float, kmax: int, device: str) -> torch.Tensor:
     """uint8 output for each draw k: the float kernel's k / c followed by generate's clamp,
     x255, +eps and truncation, evaluated once per k with the same float32 operations."""
-    from ..generate import _TRUNC_EPS
-
     y = torch.arange(kmax, dtype=torch.int64).to(torch.float32) / c
-    return y.clamp_(0.0, 1.0).mul_(255.0).add_(_TRUNC_EPS).to(torch.uint8).to(torch.device(device))
+    return y.clamp_(0.0, 1.0).mul_(255.0).add_(TRUNC_EPS).to(torch.uint8).to(torch.device(device))
 
 
 def shot_noise(x: torch.Tensor, c: float, ctx: Context) -> torch.Tensor:

@@ -39,6 +39,9 @@ def register(subparsers) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     g.add_argument("--batch-size", type=_positive_int, default=500)
+    g.add_argument("--engine", choices=["auto", "torch", "numba"], default="auto",
+                   help="auto: fused numba kernels on CPU where they exist, torch ops otherwise "
+                        "(same output either way; numba needs --device cpu)")
     g.add_argument("--no-progress", action="store_true")
     g.set_defaults(func=run_generate)
 
@@ -111,6 +114,8 @@ def _generate(args) -> int:
 
     names = _corruption_names(args.corruptions)
     device = _device(args.device)
+    if args.engine == "numba" and device.type != "cpu":
+        raise CliError(f"--engine numba runs on the CPU only, got --device {args.device}")
     params = args.params or ("imagenet" if args.dataset == "imagenet" else "cifar10")
     data = load_split(args.dataset, args.data_root, "val" if args.dataset == "imagenet"
                       else "test", args.limit)
@@ -162,7 +167,8 @@ def _corrupted(data, name, params, args, device, apply_corruption):
         indices = torch.arange(start, start + len(clean))
         for severity in range(1, 6):
             yield start, severity, apply_corruption(clean, name, severity, params=params,
-                                                    seed=args.seed, indices=indices)
+                                                    seed=args.seed, indices=indices,
+                                                    engine=args.engine)
 
 
 def _imagenet_ids(data) -> List[str]:

@@ -132,6 +132,19 @@ def test_bad_params_and_indices():
         apply_corruption(_images(2), "contrast", 1, seed=-3)
 
 
+def test_engine_argument(cifar_images):
+    with pytest.raises(ValueError, match="unknown engine 'fast'"):
+        apply_corruption(cifar_images[:2], "fog", 1, engine="fast")
+    with pytest.raises(ValueError, match="uint8 CPU images, got torch.float32"):
+        apply_corruption(cifar_images[:2].float() / 255, "gaussian_noise", 1, engine="numba")
+    from corruptions.ops import fused
+
+    assert set(fused.KERNELS) <= set(ALL_CORRUPTIONS)
+    for name in sorted(set(ALL_CORRUPTIONS) - set(fused.KERNELS))[:1]:
+        with pytest.raises(ValueError, match="has no fused kernel"):
+            apply_corruption(cifar_images[:2], name, 1, engine="numba")
+
+
 def test_empty_batch():
     x = torch.zeros(0, 3, 32, 32, dtype=torch.uint8)
     assert apply_corruption(x, "fog", 1).shape == x.shape

@@ -84,6 +84,24 @@ def test_generate_errors(cifar10_test_npz, tmp_path, capsys):
     assert not (tmp_path / "q").exists()
 
 
+def test_generate_engines_write_the_same_files(cifar10_test_npz, tmp_path, capsys):
+    root = str(cifar10_test_npz.parent)
+    written = {}
+    for engine in ("auto", "torch", "numba"):
+        out = tmp_path / engine
+        assert main(["corruptions", "generate", "--dataset", "cifar10", "--data-root", root,
+                     "--out", str(out), "--corruptions", "gaussian_noise,impulse_noise",
+                     "--limit", "5", "--batch-size", "3", "--engine", engine,
+                     "--no-progress"]) == 0
+        written[engine] = [np.load(out / "CIFAR-10-C" / f"{name}.npy")
+                           for name in ("gaussian_noise", "impulse_noise")]
+    for engine in ("torch", "numba"):
+        assert all((a == b).all() for a, b in zip(written["auto"], written[engine]))
+    with pytest.raises(SystemExit):
+        main(["corruptions", "generate", "--dataset", "cifar10", "--data-root", root, "--out",
+              str(tmp_path / "x"), "--engine", "cuda"])
+
+
 def test_download_cli(tmp_path, capsys):
     src = tmp_path / "srv" / "CIFAR-100-C"
     write_cifar_c_labels(src, np.array([42, 99]))
