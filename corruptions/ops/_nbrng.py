@@ -11,6 +11,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 import torch
+from llvmlite import ir
+from numba.core import types
+from numba.extending import intrinsic
 
 from ._rng import NORMAL_KNOTS, _element_hashes, normal_tables
 
@@ -47,19 +50,31 @@ def normal_table_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 @jit
 def mix32(h):
-    """lowbias32 on an int32 (bit pattern = unsigned value); logical shifts by masking."""
-    h ^= (h >> I32(16)) & _LOW16
-    h *= _M1
-    h ^= (h >> I32(15)) & _LOW17
-    h *= _M2
-    h ^= (h >> I32(16)) & _LOW16
-    return h
+    """lowbias32 on an int32 (bit pattern = unsigned value); logical shifts by masking. Every
+    step is cast back to int32: numba widens int32 arithmetic to int64, halving the SIMD width."""
+    h = I32(h ^ ((h >> I32(16)) & _LOW16))
+    h = I32(h * _M1)
+    h = I32(h ^ ((h >> I32(15)) & _LOW17))
+    h = I32(h * _M2)
+    return I32(h ^ ((h >> I32(16)) & _LOW16))
 
 
 @jit
 def bits24(element_hash, key):
     """The 24 random bits ImageRNG.uniform/normal/randint use, as an int32 in [0, 2**24)."""
-    return (mix32(element_hash ^ key) >> I32(8)) & _LOW24
+    return I32((mix32(I32(element_hash ^ key)) >> I32(8)) & _LOW24)
+
+
+@intrinsic
+def f32_bits(typingctx, x):
+    """The bit pattern of a float32 as int32 (numba has no scalar bitcast); compiles to nothing."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.int32(types.float32), codegen
 
 
 @jit
@@ -86,24 +101,21 @@ def randint_from_bits24(b, low, high):
 def bits24_into(element_hashes, key, out):
     """out[e] = bits24(element_hashes[e], key) for one image's stream."""
     for e in range(out.shape[0]):
-        out[e] = (mix32(element_hashes[e] ^ key) >> I32(8)) & _LOW24
+        out[e] = bits24(element_hashes[e], key)
 
 
 @jit
-def normals_into(element_hashes, key, table, steps, out, scratch):
-    """out[e] = the standard normal ImageRNG.normal gives element e (see _rng.normal_from_bits).
+def normal_from_bits24(b, table, steps):
+    """ImageRNG.normal's value for the 24 random bits b (see _rng.normal_from_bits)."""
+    v = f32_bits(F32(I32(min(b, I32(_TOP24 - b)) + I32(1))))
+    idx = I32(I32(I32(v >> I32(23)) - I32(126)) * _ROW) + I32((v >> I32(17)) & (_KNOTS - I32(1)))
+    z = steps[idx] * (F32(I32(v & _LOW17)) * _INV2_17)
+    z = z + table[idx]
+    return z if b < _HALF24 else -z
 
-    scratch: int32 buffer of out's length. Two loops so that the float32 -> bits reinterpretation
-    is an array view (numba has no scalar bitcast)."""
-    folded = out.view(np.int32)  # out's memory holds float32(b' + 1) between the loops
+
+@jit
+def normals_into(element_hashes, key, table, steps, out):
+    """out[e] = the standard normal ImageRNG.normal gives element e of one image's stream."""
     for e in range(out.shape[0]):
-        b = (mix32(element_hashes[e] ^ key) >> I32(8)) & _LOW24
-        scratch[e] = b
-        out[e] = F32(min(b, _TOP24 - b) + I32(1))
-    for e in range(out.shape[0]):
-        v = folded[e]
-        idx = ((v >> I32(23)) - I32(126)) * _ROW + ((v >> I32(17)) & (_KNOTS - I32(1)))
-        frac = F32(v & _LOW17) * _INV2_17
-        z = steps[idx] * frac
-        z = z + table[idx]
-        out[e] = z if scratch[e] < _HALF24 else -z
+        out[e] = normal_from_bits24(bits24(element_hashes[e], key), table, steps)

@@ -8,7 +8,7 @@ import torch
 from corruptions.generate import apply_corruption
 from corruptions.ops import fused
 
-NAMES = ["motion_blur", "glass_blur", "defocus_blur"]
+NAMES = ["motion_blur", "glass_blur", "defocus_blur", "gaussian_blur"]
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,5 +1,5 @@
 """Fused numba kernels for the blur family (uint8 input), equal bit for bit to the torch ops of
-corruptions/ops/blur.py (tests/corruptions/test_fused_blur.py): motion and glass blur repeat
+corruptions/ops/blur.py (tests/corruptions/test_fused_blur.py): motion, glass and gaussian blur repeat
 their float32 operations in the same order; defocus sums exact integers (its fixed-point disk),
 so it may take a cheaper order. Inner loops index with unsigned ints (no wraparound test) and
 take taps as tuples (unrolled), which is what lets LLVM vectorise them."""
@@ -14,7 +14,7 @@ from numba import literal_unroll
 from .. import TRUNC_EPS, Context
 from ._common import TRUNC_EPS32, level_floats
 from .._image import border_index, gaussian_taps
-from ..blur import DEFOCUS_FIXED_BITS, disk_kernel_fixed, motion_taps
+from ..blur import DEFOCUS_FIXED_BITS, NARROW_GAUSSIAN_TAPS, disk_kernel_fixed, motion_taps
 from .._nbrng import bits24, element_hashes, jit, keys_array, randint_from_bits24
 
 F32 = np.float32
@@ -163,12 +163,44 @@ def _glass_nb(raw, lut, taps, delta, iterations, hashes, keys, out):
                 _store_row(tmp[y], False, out[ni, ci, y])
 
 
+@jit
+def _gaussian_nb(raw, lut, taps, out):
+    n, c, h, w = raw.shape
+    r = len(taps) - 1
+    plane = np.empty((h, w), np.float32)
+    blurred = np.empty((h, w), np.float32)
+    pbuf = np.zeros((h + 2 * r) * (w + 2 * r), np.float32)
+    qbuf = np.zeros((h + 2 * r) * (w + 2 * r), np.float32)
+    for ni in range(n):
+        for ci in range(c):
+            for y in range(h):
+                for x in range(w):
+                    plane[y, x] = lut[raw[ni, ci, y, x]]
+            _gauss_nearest(plane, blurred, taps, pbuf, qbuf)
+            for y in range(h):
+                _store_row(blurred[y], False, out[ni, ci, y])
+
+
+def _half_taps(sigma: float) -> tuple:
+    """gaussian_nearest's float32 taps from the centre outwards (torch multiplies float32 planes
+    by them in float32), as a tuple: one compiled loop nest per kernel width."""
+    full = gaussian_taps(float(sigma))
+    return tuple(np.float32(t) for t in full[len(full) // 2:])
+
+
+def gaussian_blur(sigma, ctx: Context):
+    if len(gaussian_taps(float(sigma))) > NARROW_GAUSSIAN_TAPS:
+        return None  # wide kernels: the torch GEMM (blur.gaussian_blur) is cheaper at these sizes
+    out = np.empty(tuple(ctx.raw.shape), np.uint8)
+    _gaussian_nb(ctx.raw.numpy(), level_floats(), _half_taps(sigma), out)
+    return torch.from_numpy(out)
+
+
 def glass_blur(p, ctx: Context):
     raw = ctx.raw
     n, c, h, w = raw.shape
     sigma, delta, iterations = float(p[0]), int(p[1]), int(p[2])
-    full = gaussian_taps(sigma)
-    taps = tuple(np.float32(t) for t in full[len(full) // 2:])  # centre, then t = 1..r
+    taps = _half_taps(sigma)
     steps = max(h - 2 * delta, 0) * max(w - 2 * delta, 0)
     numel = iterations * steps * 2
     hashes = element_hashes(0, numel) if numel else np.zeros(1, np.int32)
@@ -352,4 +384,5 @@ def defocus_blur(p, ctx: Context):
     return torch.from_numpy(out)
 
 
-KERNELS = {"motion_blur": motion_blur, "glass_blur": glass_blur, "defocus_blur": defocus_blur}
+KERNELS = {"motion_blur": motion_blur, "glass_blur": glass_blur, "defocus_blur": defocus_blur,
+           "gaussian_blur": gaussian_blur}

@@ -13,28 +13,16 @@ import math
 
 import numpy as np
 import torch
-from llvmlite import ir
-from numba.core import types
-from numba.extending import intrinsic
 
 from .. import Context
 from ._common import TRUNC_EPS32
-from .._nbrng import element_hashes, jit, keys_array, normal_table_arrays
+from .._nbrng import (_HALF24, _INV2_17, _LOW17, _ROW, _TOP24, bits24, element_hashes, f32_bits,
+                      jit, keys_array, normal_table_arrays)
 from .._rng import NORMAL_KNOTS
 
 I32 = np.int32
 F32 = np.float32
-_M1 = I32(0x7FEB352D)
-_M2 = I32(0x846CA68B - (1 << 32))
-_LOW16 = I32(0xFFFF)
-_LOW17 = I32(0x1FFFF)
-_LOW24 = I32(0xFFFFFF)
-_HALF24 = I32(1 << 23)
-_TOP24 = I32((1 << 24) - 1)
-_ROW = I32(NORMAL_KNOTS + 1)
 _KNOT_MASK = I32(NORMAL_KNOTS - 1)
-_INV2_17 = F32(1.0 / 131072.0)
-_INV2_24 = F32(1.0 / 16777216.0)
 _ZERO = F32(0.0)
 _ONE = F32(1.0)
 _F255 = F32(255.0)
@@ -45,31 +33,6 @@ _CHUNK = 1024
 _SHOT_BIN_SHIFT = I32(14)  # shot noise: 1024 guide bins per level over the 24 random bits
 
 
-@intrinsic
-def _f32_bits(typingctx, x):
-    """The bit pattern of a float32 as int32 (numba has no scalar bitcast); compiles to nothing."""
-    if x != types.float32:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-
-    return types.int32(types.float32), codegen
-
-
-@jit
-def _bits24(element_hash, key):
-    """_nbrng.bits24 with every step cast back to int32 (numba widens int32 arithmetic to int64,
-    which halves the vector width)."""
-    h = I32(element_hash ^ key)
-    h = I32(h ^ ((h >> I32(16)) & _LOW16))
-    h = I32(h * _M1)
-    h = I32(h ^ ((h >> I32(15)) & _LOW17))
-    h = I32(h * _M2)
-    h = I32(h ^ ((h >> I32(16)) & _LOW16))
-    return I32((h >> I32(8)) & _LOW24)
-
-
 @jit
 def _scaled_normals(ehc, key, table, steps, c, m, idx, frac, sign_c, out):
     """out[e] * sign_c[e] == z_e * c for the first m elements of a chunk, z_e = ImageRNG.normal's
@@ -77,8 +40,8 @@ def _scaled_normals(ehc, key, table, steps, c, m, idx, frac, sign_c, out):
     ehc = the chunk's element hashes; idx and frac are scratch buffers."""
     neg_c = -c
     for e in range(m):  # integer part, vectorised
-        b = _bits24(ehc[e], key)
-        v = _f32_bits(F32(I32(min(b, I32(_TOP24 - b)) + I32(1))))
+        b = bits24(ehc[e], key)
+        v = f32_bits(F32(I32(min(b, I32(_TOP24 - b)) + I32(1))))
         idx[e] = I32(I32(I32(v >> I32(23)) - I32(126)) * _ROW) + I32((v >> I32(17)) & _KNOT_MASK)
         frac[e] = F32(I32(v & _LOW17)) * _INV2_17
         sign_c[e] = c if b < _HALF24 else neg_c
@@ -132,7 +95,7 @@ def _impulse_images(raw, keys, eh, flip_max, salt_max, out):
         src = raw[i]
         dst = out[i]
         for e in range(numel):
-            b = _bits24(eh[e], key)
+            b = bits24(eh[e], key)
             salt = _U8_MAX if b <= salt_max else _U8_ZERO
             dst[e] = salt if b <= flip_max else src[e]
 
@@ -157,7 +120,7 @@ def _shot_images(raw, keys, eh, bounds, guide, out):
             src = raw[i, s:s + m]
             dst = out[i, s:s + m]
             for e in range(m):  # vectorised
-                b = _bits24(ehc[e], key)
+                b = bits24(ehc[e], key)
                 v = I32(src[e])
                 bits[e] = b
                 gidx[e] = I32(v * bins) + I32(b >> _SHOT_BIN_SHIFT)

@@ -110,9 +110,9 @@ def _gauss_nearest(img, taps, pw, acc, ph):
 
 
 @jit
-def _liquid(eh, key, table, steps, loc, scale, taps, threshold, z, zbits, liq, pw, acc, ph):
+def _liquid(eh, key, table, steps, loc, scale, taps, threshold, z, liq, pw, acc, ph):
     """The thresholded, blurred liquid layer of one image (HxW float64) into liq."""
-    normals_into(eh, key, table, steps, z, zbits)
+    normals_into(eh, key, table, steps, z)
     flat = liq.reshape(-1)
     for e in range(flat.shape[0]):
         flat[e] = loc + scale * np.float64(z[e])
@@ -500,7 +500,6 @@ def _spatter_images(raw, h, w, keys, eh, table, steps, loc, scale, taps, thresho
     hw = h * w
     r = max(taps.shape[0], mud_taps.shape[0]) - 1
     z = np.empty(hw, np.float32)
-    zbits = np.empty(hw, np.int32)
     liq = np.empty((h, w), np.float64)
     pw = np.empty(h * (w + 2 * r), np.float64)
     acc = np.empty(h * (w + 2 * r), np.float64)
@@ -509,7 +508,7 @@ def _spatter_images(raw, h, w, keys, eh, table, steps, loc, scale, taps, thresho
     if not water:
         flat = liq.reshape(-1)
         for i in range(n):
-            _liquid(eh, keys[i], table, steps, loc, scale, taps, threshold, z, zbits, liq, pw, acc,
+            _liquid(eh, keys[i], table, steps, loc, scale, taps, threshold, z, liq, pw, acc,
                     ph)
             for e in range(hw):
                 flat[e] = 1.0 if flat[e] > threshold else 0.0
@@ -536,7 +535,7 @@ def _spatter_images(raw, h, w, keys, eh, table, steps, loc, scale, taps, thresho
     for g in range(0, n, LANES):
         for k in range(LANES):
             if g + k < n:
-                _liquid(eh, keys[g + k], table, steps, loc, scale, taps, threshold, z, zbits, liq,
+                _liquid(eh, keys[g + k], table, steps, loc, scale, taps, threshold, z, liq,
                         pw, acc, ph)
                 _fill_l8(liq, l8s[k])
                 _canny(l8s[k], magp, code, cand, stack)

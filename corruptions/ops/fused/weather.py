@@ -43,12 +43,11 @@ def _snow_images(raw, keys, eh, table, steps, xs, loc, scale, thr, cifar, ziw, z
     n, _, h, w = raw.shape
     hw = h * w
     z = np.empty(hw, np.float32)
-    scratch = np.empty(hw, np.int32)
     t = np.empty((h, w), np.float32)
     wide = np.empty((h, w + 2 * pad), np.float32)  # the zoomed layer, columns edge-replicated
     acc = np.empty((h, w), np.float32)
     for i in range(n):
-        normals_into(eh, keys[i], table, steps, z, scratch)
+        normals_into(eh, keys[i], table, steps, z)
         layer = z.reshape(h, w)
         for p in range(hw):
             z[p] = loc + scale * z[p]
