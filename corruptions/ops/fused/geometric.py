@@ -109,29 +109,25 @@ def _sample(src, rows, cols, h, w, rtab, ctab, margin, mode, dst):
 
 
 @_inline
+def _blend(s, o00, o01, o10, o11, fr, fc, gr, gc):
+    """One channel's 4-tap float32 blend of _bilinear_reflect, in its order."""
+    top = s[o00] * gc
+    top = top + s[o01] * fc
+    bottom = s[o10] * gc
+    bottom = bottom + s[o11] * fc
+    v = top * gr
+    return v + bottom * fr
+
+
+@_inline
 def _taps(s0, s1, s2, d0, d1, d2, p, o00, o01, o10, o11, fr, fc):
-    """The 4-tap float32 blend of _bilinear_reflect, in its order, for the 3 channels.
-    Unsigned offsets: numba adds no negative-index wrap-around to them."""
+    """The blend for the 3 channels. Unsigned offsets: numba adds no negative-index wrap-around
+    to them."""
     gr = _ONE - fr
     gc = _ONE - fc
-    top = s0[o00] * gc
-    top = top + s0[o01] * fc
-    bottom = s0[o10] * gc
-    bottom = bottom + s0[o11] * fc
-    v = top * gr
-    d0[p] = v + bottom * fr
-    top = s1[o00] * gc
-    top = top + s1[o01] * fc
-    bottom = s1[o10] * gc
-    bottom = bottom + s1[o11] * fc
-    v = top * gr
-    d1[p] = v + bottom * fr
-    top = s2[o00] * gc
-    top = top + s2[o01] * fc
-    bottom = s2[o10] * gc
-    bottom = bottom + s2[o11] * fc
-    v = top * gr
-    d2[p] = v + bottom * fr
+    d0[p] = _blend(s0, o00, o01, o10, o11, fr, fc, gr, gc)
+    d1[p] = _blend(s1, o00, o01, o10, o11, fr, fc, gr, gc)
+    d2[p] = _blend(s2, o00, o01, o10, o11, fr, fc, gr, gc)
 
 
 @jit

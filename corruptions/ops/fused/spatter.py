@@ -255,6 +255,20 @@ def _chain(o, cb, start, s):
 
 
 @jit
+def _relax_from_rows(o, a, b, c, e, f, g, q, cb, n):
+    """cb[j] = min(o[j], neighbours in the two rows already scanned + their chamfer steps)."""
+    for j in range(n):
+        v = min(o[j], a[j] + _STEP_C)
+        v = min(v, b[j] + _STEP_C)
+        v = min(v, c[j] + _STEP_C)
+        v = min(v, e[j] + _STEP_B)
+        v = min(v, f[j] + _STEP_A)
+        v = min(v, g[j] + _STEP_B)
+        v = min(v, q[j] + _STEP_C)
+        cb[j] = v
+
+
+@jit
 def _forward(d, cb):
     """One forward raster scan of the 5x5 chamfer relaxation, in place. Per row: the steps from
     the two rows above for all pixels (vectorised), then the chain along the row."""
@@ -268,15 +282,7 @@ def _forward(d, cb):
         c, e, f = u1[lo - 2 * L:hi - 2 * L], u1[lo - L:hi - L], u1[lo:hi]
         g, q = u1[lo + L:hi + L], u1[lo + 2 * L:hi + 2 * L]
         o = row[lo:hi]
-        for j in range(n):
-            v = min(o[j], a[j] + _STEP_C)
-            v = min(v, b[j] + _STEP_C)
-            v = min(v, c[j] + _STEP_C)
-            v = min(v, e[j] + _STEP_B)
-            v = min(v, f[j] + _STEP_A)
-            v = min(v, g[j] + _STEP_B)
-            v = min(v, q[j] + _STEP_C)
-            cb[j] = v
+        _relax_from_rows(o, a, b, c, e, f, g, q, cb, n)
         _chain(o, cb, row[lo - L:lo], 1)
 
 
@@ -292,15 +298,7 @@ def _backward(d, cb):
         c, e, f = u1[lo + 2 * L:hi + 2 * L], u1[lo + L:hi + L], u1[lo:hi]
         g, q = u1[lo - L:hi - L], u1[lo - 2 * L:hi - 2 * L]
         o = row[lo:hi]
-        for j in range(n):
-            v = min(o[j], a[j] + _STEP_C)
-            v = min(v, b[j] + _STEP_C)
-            v = min(v, c[j] + _STEP_C)
-            v = min(v, e[j] + _STEP_B)
-            v = min(v, f[j] + _STEP_A)
-            v = min(v, g[j] + _STEP_B)
-            v = min(v, q[j] + _STEP_C)
-            cb[j] = v
+        _relax_from_rows(o, a, b, c, e, f, g, q, cb, n)
         _chain(o, cb, row[hi:hi + L], -1)
 
 
