@@ -145,6 +145,14 @@ def test_engine_argument(cifar_images):
             apply_corruption(cifar_images[:2], name, 1, engine="numba")
 
 
+@pytest.mark.parametrize("name", ["gaussian_noise", "jpeg_compression", "spatter"])
+def test_fused_engine_threads_do_not_change_results(name, cifar_images, monkeypatch):
+    images = cifar_images.repeat(40, 1, 1, 1)  # 240 images: enough work for 3 threads
+    one = apply_corruption(images, name, 3, engine="numba", indices=range(240))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)  # 3 parts, in 3 threads
+    assert torch.equal(apply_corruption(images, name, 3, engine="numba", indices=range(240)), one)
+
+
 def test_empty_batch():
     x = torch.zeros(0, 3, 32, 32, dtype=torch.uint8)
     assert apply_corruption(x, "fog", 1).shape == x.shape
