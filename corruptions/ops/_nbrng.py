@@ -31,7 +31,26 @@ _ROW = I32(NORMAL_KNOTS + 1)
 _INV2_17 = F32(1.0 / 131072.0)
 _INV2_24 = F32(1.0 / 16777216.0)
 
-jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+def _cache_probe():
+    return 0
+
+
+def cache_usable() -> bool:
+    """Whether numba can cache compiled kernels on disk here (beside the package, or in the user
+    cache dir). Without a writable place, cache=True fails at import; then compile per process."""
+    try:
+        numba.njit(cache=True)(_cache_probe)
+    except RuntimeError as exc:
+        if "no locator available" not in str(exc):
+            raise
+        return False
+    return True
+
+
+_CACHE = cache_usable()
+jit = numba.njit(cache=_CACHE, nogil=True, error_model="numpy")
+# for per-pixel helpers inside image loops (a call per pixel costs more than the work)
+inline_jit = numba.njit(cache=_CACHE, nogil=True, error_model="numpy", inline="always")
 
 
 def element_hashes(stream: int, numel: int) -> np.ndarray:

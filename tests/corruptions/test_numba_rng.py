@@ -46,3 +46,16 @@ def test_normals_equal_torch_and_cover_the_tails():
     assert 5.29 < z[-1].item() < 5.30  # -Q(2**-24) = 5.2947
     zd = z.double()
     assert abs(zd.var(unbiased=False).item() - 1) < 1e-5 and abs((zd ** 4).mean().item() - 3) < 1e-4
+
+
+def test_no_writable_cache_location_means_no_disk_cache(monkeypatch):
+    real = nb.numba.njit
+
+    def njit(*args, **kw):
+        if kw.get("cache"):
+            raise RuntimeError("cannot cache function '_cache_probe': no locator available for file")
+        return real(*args, **kw)
+
+    assert nb.cache_usable()  # this checkout is writable
+    monkeypatch.setattr(nb.numba, "njit", njit)
+    assert nb.cache_usable() is False

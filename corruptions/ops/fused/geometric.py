@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import functools
 
-import numba
 import numpy as np
 import torch
 
 from .. import Context
 from ._common import TRUNC_EPS32, level_floats
 from .._image import border_index
-from .._nbrng import element_hashes, jit, keys_array, uniform64_range
+from .._nbrng import element_hashes, inline_jit, jit, keys_array, uniform64_range
 from ..digital import _FIELD_BITS_H, _FIELD_BITS_MID, _FIELD_BITS_W, _field_filter_matrix
 
 I32 = np.int32
@@ -36,10 +35,6 @@ _MID_SCALE = 2.0 ** _FIELD_BITS_MID
 _MID_INV = 2.0 ** -_FIELD_BITS_MID
 
 
-# per-pixel helpers inlined into the image loops (a call per pixel costs more than the work)
-_inline = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-
-
 @functools.lru_cache(maxsize=64)
 def _banded(n: int, sigma: float, bits: int):
     """The rounded filter matrix M (n x n) and, per row, the [lo, hi) span of its nonzeros."""
@@ -56,7 +51,7 @@ def _border_table(n: int, margin: int, mode: str, scale: int) -> np.ndarray:
     return (border_index(n, margin, margin + 2, mode) * scale).astype(np.int32)
 
 
-@_inline
+@inline_jit
 def _reflect(i, n):
     """scipy 'reflect' (d c b a | a b c d) source index of any integer position."""
     if 0 <= i < n:
@@ -66,7 +61,7 @@ def _reflect(i, n):
     return period - 1 - i if i >= n else i
 
 
-@_inline
+@inline_jit
 def _reflect101(i, n):
     """OpenCV BORDER_REFLECT_101 (d c b | a b c d) source index of any integer position."""
     if 0 <= i < n:
@@ -108,7 +103,7 @@ def _sample(src, rows, cols, h, w, rtab, ctab, margin, mode, dst):
               fr, fc)
 
 
-@_inline
+@inline_jit
 def _blend(s, o00, o01, o10, o11, fr, fc, gr, gc):
     """One channel's 4-tap float32 blend of _bilinear_reflect, in its order."""
     top = s[o00] * gc
@@ -119,7 +114,7 @@ def _blend(s, o00, o01, o10, o11, fr, fc, gr, gc):
     return v + bottom * fr
 
 
-@_inline
+@inline_jit
 def _taps(s0, s1, s2, d0, d1, d2, p, o00, o01, o10, o11, fr, fc):
     """The blend for the 3 channels. Unsigned offsets: numba adds no negative-index wrap-around
     to them."""
