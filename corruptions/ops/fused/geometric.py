@@ -16,18 +16,13 @@ import torch
 from .. import Context
 from ._common import TRUNC_EPS32, level_floats
 from .._image import border_index
-from .._nbrng import element_hashes, inline_jit, jit, keys_array, uniform64_range
+from .._nbrng import bits24, element_hashes, inline_jit, jit, keys_array, uniform64_range
 from ..digital import _FIELD_BITS_H, _FIELD_BITS_MID, _FIELD_BITS_W, _field_filter_matrix
 
 I32 = np.int32
 U32 = np.uint32
 F32 = np.float32
 _U1 = U32(1)
-_M1 = I32(0x7FEB352D)
-_M2 = I32(0x846CA68B - (1 << 32))
-_LOW16 = I32(0xFFFF)
-_LOW17 = I32(0x1FFFF)
-_LOW24 = I32(0xFFFFFF)
 _ZERO = F32(0.0)
 _ONE = F32(1.0)
 _F255 = F32(255.0)
@@ -226,13 +221,7 @@ def _elastic_images(raw, keys, eh_shift, eh_fields, xs, pts1, affine, alpha, smo
                 img[k, p] = xs[src[k, p]]
         # shift = uniform_range(0, (3, 2), -affine, affine, float64).float(); pts2 = pts1 + shift
         for e in range(6):
-            hh = eh_shift[e] ^ key
-            hh ^= (hh >> I32(16)) & _LOW16
-            hh *= _M1
-            hh ^= (hh >> I32(15)) & _LOW17
-            hh *= _M2
-            hh ^= (hh >> I32(16)) & _LOW16
-            b = (hh >> I32(8)) & _LOW24
+            b = bits24(eh_shift[e], key)
             s = np.float64(F32(uniform64_range(b, -affine, affine)))
             pts2[e // 2, e % 2] = pts1[e // 2, e % 2] + s
         # digital._affine_from_points(pts2, pts1): dst -> src
@@ -271,13 +260,7 @@ def _elastic_images(raw, keys, eh_shift, eh_fields, xs, pts1, affine, alpha, smo
                 for y in range(h):
                     ehr = eh_fields[(f * h + y) * w:(f * h + y + 1) * w]
                     for x in range(w):  # a contiguous row first: this loop vectorises
-                        hh = ehr[x] ^ key
-                        hh ^= (hh >> I32(16)) & _LOW16
-                        hh *= _M1
-                        hh ^= (hh >> I32(15)) & _LOW17
-                        hh *= _M2
-                        hh ^= (hh >> I32(16)) & _LOW16
-                        b = (hh >> I32(8)) & _LOW24
+                        b = bits24(ehr[x], key)
                         frow[x] = uniform64_range(b, -1.0, 1.0)
                     for x in range(w):
                         ft[x, f * h + y] = frow[x]
