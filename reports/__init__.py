@@ -1,4 +1,4 @@
-"""reports: tables, plots, the PDF report and the regression gate.
+"""reports: tables, plots, the PDF report, the regression gate and paired model comparisons.
 
 A leaf: it reads result DataFrames (the long schema, design.md) and never imports robust_eval,
 attacks or corruptions.
@@ -10,19 +10,24 @@ from reports.results import CELL_KEY_COLUMNS, ResultSet, load_results, normalize
 from reports.tables import (cell_means, detail_tables, formatted_summary, spectral_rows,
                             summary_table)
 
+_PAIRED = ("holm", "mcnemar", "paired_bootstrap", "paired_difference_ci", "unpaired_difference")
 __all__ = [
     "CELL_KEY_COLUMNS", "CheckResult", "ResultSet", "cell_means", "check_against_baseline",
     "detail_tables", "format_check", "formatted_summary", "freeze_baseline", "load_results",
     "normalize_frame", "read_baseline", "spectral_rows", "summary_table", "to_latex",
     "to_markdown", "build_pdf_report", "all_figures", "save_all",
+    *_PAIRED,
 ]
 
 
-def __getattr__(name):  # plots and PDF import matplotlib: load them only when asked
+def __getattr__(name):  # plots, PDF (matplotlib) and paired (scipy.stats) load only when asked
     if name == "build_pdf_report":
         from reports.pdf import build_pdf_report
         return build_pdf_report
     if name in ("all_figures", "save_all"):
         from reports import plots
         return getattr(plots, name)
+    if name in _PAIRED:
+        from reports import paired
+        return getattr(paired, name)
     raise AttributeError(f"module 'reports' has no attribute {name!r}")
