@@ -55,7 +55,7 @@ CATEGORIES: Dict[str, Tuple[str, ...]] = {
     name: members for name, members in _ALL_CATEGORIES.items() if name != "extra"}
 
 # Columns that identify what was evaluated: cells differing in these must never be pooled.
-_IDENTITY_COLUMNS = ("model", "checkpoint_sha256", "dataset", "params")
+_IDENTITY_COLUMNS = ("model", "checkpoint_sha256", "dataset", "param_set")
 
 By = Union[str, Sequence[str], None]
 
@@ -226,12 +226,12 @@ def corruption_errors(frame: pd.DataFrame, *, by: By = None, relative: bool = Fa
         if foreign:
             raise ValueError(f"mCE is normalised by AlexNet's ImageNet-C errors; the frame holds "
                              f"dataset(s) {foreign} (pass allow_non_imagenet=True to force)")
-    if "params" in frame.columns:
+    if "param_set" in frame.columns:
         rows = frame if "benchmark" not in frame.columns \
             else frame[frame["benchmark"] == "corruption"]
-        if "cifar10" in {str(p) for p in rows["params"].dropna().unique()}:
+        if "cifar10" in {str(p) for p in rows["param_set"].dropna().unique()}:
             raise ValueError("mCE needs ImageNet-C severities; these cells used the CIFAR "
-                             "parameter set (params='cifar10')")
+                             "parameter set (param_set='cifar10')")
     sub = _grid(accuracy_table(frame, keys), keys, BENCHMARK_CORRUPTIONS, SEVERITIES, False)
     sub = sub.copy()
     sub["error"] = 1 - sub["accuracy"]

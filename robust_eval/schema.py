@@ -1,4 +1,5 @@
-"""The one long-format result schema (design.md): one row per measured cell."""
+"""The result schema as the hub uses it: reports.schema (columns, types, file writing) plus
+make_row, which fills accuracy and its interval from correct/n in one place."""
 from __future__ import annotations
 
 import functools
@@ -12,27 +13,11 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import pandas as pd
 
-COLUMNS: List[str] = [
-    "model", "checkpoint_sha256", "arch", "norm", "dataset", "benchmark", "corruption",
-    "severity", "attack", "threat", "eps", "steps", "restarts", "noise_type", "noise_rate",
-    "seed", "n", "correct", "accuracy", "ci_low", "ci_high", "seconds", "device",
-    "code_version", "created_at",
-]
-# Extra columns a cell may add (status of failed cells, warnings, metric variants).
-OPTIONAL_COLUMNS: List[str] = ["status", "error", "warnings", "metric", "value", "cell_key", "params"]
+from reports.schema import (COLUMNS, INTEGER_COLUMNS, OPTIONAL_COLUMNS, params_json, typed_frame,
+                            write_atomic, write_tables)
+from reports.stats import WILSON_Z, wilson_interval
+
 BENCHMARKS = ("clean", "corruption", "attack", "label_noise", "spectral")
-WILSON_Z = 1.959963984540054  # two-sided 95 %
-
-
-def wilson_interval(correct: int, n: int, z: float = WILSON_Z) -> Tuple[float, float]:
-    """Wilson score interval: unlike the normal approximation it stays inside [0, 1] at 0 % or 100 %."""
-    if n <= 0:
-        return (math.nan, math.nan)
-    p = correct / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 @functools.lru_cache(maxsize=1)
@@ -59,19 +44,29 @@ def code_version() -> str:
     return f"{__version__}+{sha}{dirty}"
 
 
-def make_row(*, correct: int, n: int, **fields: Any) -> Dict[str, Any]:
-    """A schema row with accuracy and its Wilson 95 % interval filled in from correct/n."""
+def make_row(*, correct: Optional[int], n: Optional[int], **fields: Any) -> Dict[str, Any]:
+    """A schema row, ok or failed, built the same way: accuracy and its Wilson 95 % interval come
+    from correct/n here and nowhere else. A failed row (status="failed") has no counts and NaN
+    accuracy, never a number."""
     unknown = set(fields) - set(COLUMNS) - set(OPTIONAL_COLUMNS)
     if unknown:
         raise ValueError(f"unknown result column(s): {sorted(unknown)}")
-    if not 0 <= correct <= n:
-        raise ValueError(f"correct={correct} must lie in [0, n={n}]")
     row: Dict[str, Any] = {c: None for c in COLUMNS}
     row.update(fields)
-    low, high = wilson_interval(correct, n)
-    row.update(n=int(n), correct=int(correct), accuracy=(correct / n if n else math.nan),
-               ci_low=low, ci_high=high)
-    row.setdefault("device", None)
+    if row.get("status") == "failed":
+        row.update(n=None, correct=None, accuracy=math.nan, ci_low=math.nan, ci_high=math.nan)
+    else:
+        if isinstance(correct, bool) or isinstance(n, bool) or not all(
+                isinstance(v, int) or (hasattr(v, "item") and float(v) == int(v))
+                for v in (correct, n)):
+            raise ValueError(f"correct and n must be integers, got {correct!r} and {n!r}")
+        correct, n = int(correct), int(n)
+        if not 0 <= correct <= n:
+            raise ValueError(f"correct={correct} must lie in [0, n={n}]")
+        low, high = wilson_interval(correct, n)
+        row.update(n=n, correct=correct, accuracy=(correct / n if n else math.nan),
+                   ci_low=low, ci_high=high, status="ok")
+    row["params"] = params_json(row.get("params"))
     if row.get("created_at") is None:
         row["created_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     if row.get("code_version") is None:
@@ -80,20 +75,8 @@ def make_row(*, correct: int, n: int, **fields: Any) -> Dict[str, Any]:
 
 
 def to_frame(rows: Iterable[Dict[str, Any]]) -> pd.DataFrame:
-    """Rows -> DataFrame with the schema's columns first, in order."""
-    frame = pd.DataFrame(list(rows))
-    for column in COLUMNS:
-        if column not in frame.columns:
-            frame[column] = None
-    extra = [c for c in frame.columns if c not in COLUMNS]
-    return frame[COLUMNS + extra]
-
-
-def validate_frame(frame: pd.DataFrame, source: Optional[str] = None) -> None:
-    missing = [c for c in COLUMNS if c not in frame.columns]
-    if missing:
-        where = f" in {source}" if source else ""
-        raise ValueError(f"result table{where} lacks column(s) {missing}")
+    """Rows -> the typed schema frame (reports.schema.typed_frame)."""
+    return typed_frame(rows)
 
 
 def device_name(device: Any) -> str:

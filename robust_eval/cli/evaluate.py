@@ -1,31 +1,29 @@
-"""`robust-eval evaluate`: load a checkpoint and a dataset, run the requested benchmarks.
+"""`robust-eval evaluate`: one model, one dataset, the requested benchmarks, as a one-model job.
 
-Benchmarks come from plug-in modules in robust_eval/evaluate/ (see its __init__), so
-`--benchmark clean,fgsm,pgd,corruption` works as soon as each owner's module exists.
+The flags become the same job config a YAML file would give (robust_eval.evaluate turns each
+benchmark's flags into its config options), and the job runs through the same runner and store
+as `robust-eval run`: with --out it resumes, adds to the folder's table, and refuses to mix two
+checkpoints under one model name.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import sys
 import tempfile
 from pathlib import Path
-from typing import List
+from typing import Dict, List
 
 from robust_eval.cli import CliError
-from robust_eval.cli import parse_device as _device
 from robust_eval.cli import positive_int as _positive_int
 
 
 def register(subparsers) -> None:
-    from robust_eval.evaluate import discover_benchmarks
+    from robust_eval.evaluate import BENCHMARKS, cli_names
 
-    plugins = discover_benchmarks()
+    names = cli_names()
     p = subparsers.add_parser(
         "evaluate", help="evaluate a checkpoint on clean/corrupted/adversarial data",
         description="Evaluate a checkpoint. Flags left out are filled from the checkpoint's "
-                    "own metadata (robust-eval format) or inferred from its keys.")
+                    "own metadata (robust-eval format) or inferred from its keys. Exit code 0: "
+                    "every cell ok; 1: some cell failed; 2: bad arguments.")
     g = p.add_argument_group("model")
     source = g.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="checkpoint file (any supported format)")
@@ -34,9 +32,7 @@ def register(subparsers) -> None:
     g.add_argument("--model-dir", default="models",
                    help="RobustBench model_dir: NAME is read from MODEL_DIR/DATASET/THREAT/NAME.pt")
     g.add_argument("--robustbench-threat", default="Linf", help="RobustBench threat model folder")
-    from robust_eval.models import list_models
-
-    g.add_argument("--arch", help=f"architecture: {', '.join(list_models())}")
+    g.add_argument("--arch", help="architecture (robust_eval.models.list_models())")
     g.add_argument("--norm", help="norm for archs that take one (bn, convnorm, sn, oni, ocnn)")
     g.add_argument("--num-classes", type=_positive_int)
     g.add_argument("--mean", help="input mean, comma-separated, one per channel")
@@ -51,27 +47,32 @@ def register(subparsers) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--benchmark", action="append",
                    help=f"comma-separated, may repeat (default clean); known: "
-                        f"{', '.join(plugins.known())}")
+                        f"{', '.join(names)}")
     g.add_argument("--batch-size", type=_positive_int, default=256)
     g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    g.add_argument("--out", help="write OUT/results.csv (long result schema)")
-    for module in plugins.modules.values():
-        module.add_arguments(p)
-    p.set_defaults(func=run, _plugins=plugins)
+    g.add_argument("--out", help="result folder: cells/, results.csv/.parquet, run.json "
+                                 "(resumable; several models may share it)")
+    g.add_argument("--replace", action="store_true",
+                   help="in --out, replace the results of a model name that stood for another "
+                        "checkpoint")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    for type_name in BENCHMARKS:
+        BENCHMARKS.get(type_name).add_arguments(p)
+    p.set_defaults(func=run)
 
 
-def _benchmarks(args) -> List[str]:
-    plugins = args._plugins
+def _benchmark_names(args) -> List[str]:
+    from robust_eval.evaluate import cli_names
+
+    known = cli_names()
     given = args.benchmark or ["clean"]
     names = list(dict.fromkeys(b.strip() for flag in given for b in flag.split(",") if b.strip()))
     if not names:
         raise CliError("--benchmark is empty")
-    unknown = [b for b in names if b not in plugins.by_name]
+    unknown = [b for b in names if b not in known]
     if unknown:
-        broken = "".join(f"; module evaluate/{m}.py failed to import ({e})"
-                         for m, e in plugins.broken.items())
         raise CliError(f"unknown benchmark(s) {', '.join(unknown)} (known: "
-                       f"{', '.join(plugins.known())}){broken}")
+                       f"{', '.join(known)})")
     return names
 
 
@@ -86,96 +87,139 @@ def _stats(text, flag):
         raise CliError(f"{flag}: {error}") from None
 
 
-def run(args) -> int:
-    import warnings
-
-    from robust_eval.checkpoints import CheckpointError, load_checkpoint, load_robustbench
-    from robust_eval.data import load_split
+def job_from_args(args) -> Dict:
+    """The job config (as a YAML mapping) these flags describe."""
+    from robust_eval.evaluate import cli_names
     from robust_eval.models import MODELS
-    from robust_eval.schema import device_name, to_frame
 
-    benchmarks = _benchmarks(args)
-    device = _device(args.device)
     mean, std = _stats(args.mean, "--mean"), _stats(args.std, "--std")
     if (mean is None) != (std is None):
         raise CliError("give --mean and --std together")
     if mean is not None and len(mean) != len(std):
         raise CliError(f"--mean has {len(mean)} values but --std has {len(std)}")
+    if mean is not None and len(mean) not in (1, 3):
+        raise CliError(f"--mean/--std have {len(mean)} values; the models take 3 input "
+                       f"channels (give 3 values, or 1 for all)")
     if args.arch is not None and args.arch not in MODELS:
         raise CliError(f"--arch: {MODELS.unknown_message(args.arch)}")
-    if args.checkpoint and not Path(args.checkpoint).is_file():
-        raise CliError(f"--checkpoint: file {args.checkpoint} does not exist")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            if args.robustbench:
-                if any(v is not None for v in (args.arch, args.norm, mean, args.num_classes)):
-                    raise CliError("--robustbench models define their own arch, norm, classes "
-                                   "and normalisation: drop --arch/--norm/--mean/--std/--num-classes")
-                model = load_robustbench(args.robustbench, args.model_dir, dataset=args.dataset,
-                                         threat_model=args.robustbench_threat, device=device)
-            else:
-                model = load_checkpoint(args.checkpoint, arch=args.arch, norm=args.norm,
-                                        num_classes=args.num_classes, mean=mean, std=std,
-                                        device=device)
-        except CheckpointError as error:
-            raise CliError(str(error)) from None
-        except ValueError as error:  # e.g. mean/std count vs the arch's channels
-            raise CliError(f"{args.checkpoint}: {error}") from None
-    for w in caught:
-        if str(w.message) in model.robust_eval_meta.get("warnings", []):  # ours, not libraries'
-            print(f"warning: {w.message}", file=sys.stderr)
-    meta = model.robust_eval_meta
-    if args.download and args.dataset not in ("cifar10", "cifar100"):
-        raise CliError(f"--download works for cifar10/cifar100, not {args.dataset}")
-    data = load_split(args.dataset, args.data_root, split=args.split, limit=args.limit,
-                      **({"download": True} if args.download else {}))
-    base = {
-        "model": args.model_name or args.robustbench or Path(args.checkpoint).stem,
-        "checkpoint_sha256": meta["checkpoint_sha256"], "arch": meta["arch"],
-        "norm": meta["norm"], "dataset": args.dataset, "device": device_name(device),
-    }
-    rows = []
-    for name in benchmarks:
-        module = args._plugins.by_name[name]
-        run_args = argparse.Namespace(**vars(args))
-        run_args.benchmark = name  # a module serving several names sees which one to run
-        rows += module.run_from_args(model, data, run_args, dict(base), device)
-    frame = to_frame(rows)
-    print(format_table(frame, meta, data))
-    if args.out:
-        write_results(frame, Path(args.out))
-        print(f"wrote {Path(args.out) / 'results.csv'}")
-    return 0
+    model: Dict = {}
+    if args.robustbench:
+        if args.dataset not in ("cifar10", "cifar100", "imagenet"):
+            raise CliError(f"--robustbench: the RobustBench zoo has cifar10, cifar100 and "
+                           f"imagenet models, not {args.dataset}")
+        if any(v is not None for v in (args.arch, args.norm, mean, args.num_classes)):
+            raise CliError("--robustbench models define their own arch, norm, classes and "
+                           "normalisation: drop --arch/--norm/--mean/--std/--num-classes")
+        from robust_eval.checkpoints import robustbench_path
 
-
-def format_table(frame, meta, data) -> str:
-    header = (f"{meta['arch']} (norm {meta['norm']}) sha256 {str(meta['checkpoint_sha256'])[:12]} "
-              f"on {data.name} [{data.source}], mean={tuple(meta['mean'])} std={tuple(meta['std'])}")
-    columns = [c for c in ("benchmark", "corruption", "severity", "attack", "threat", "eps",
-                           "steps", "noise_type", "noise_rate", "metric")
-               if c in frame and frame[c].notna().any()]
-    view = frame[columns + ["n", "correct"]].astype(object).where(frame[columns + ["n", "correct"]]
-                                                                   .notna(), "")
-    has_n = frame["n"] > 0
-    view["accuracy %"] = [f"{100 * a:.2f}" if ok else "-" for a, ok in zip(frame["accuracy"], has_n)]
-    view["95% CI %"] = [f"{100 * lo:.2f}-{100 * hi:.2f}" if ok else "-"
-                        for lo, hi, ok in zip(frame["ci_low"], frame["ci_high"], has_n)]
-    if "value" in frame and frame["value"].notna().any():  # measurements without n (spectral)
-        view["layer"] = [json.loads(p).get("layer", "") if isinstance(p, str) else ""
-                         for p in frame.get("params", [None] * len(frame))]
-        view["value"] = [f"{v:.4g}" if v == v and v is not None else "" for v in frame["value"]]
-    return header + "\n" + view.to_string(index=False)
-
-
-def write_results(frame, out: Path) -> None:
-    """Atomic: a crash never leaves a half-written results.csv behind."""
-    out.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".results.", suffix=".csv.tmp")
-    os.close(fd)
+        expected = robustbench_path(args.robustbench, args.model_dir, args.dataset,
+                                    args.robustbench_threat)
+        if not expected.is_file():
+            raise CliError(f"--robustbench {args.robustbench}: {expected} does not exist "
+                           f"(download it with `robust-eval zoo download {args.robustbench} "
+                           f"--dataset {args.dataset} --threat {args.robustbench_threat} "
+                           f"--model-dir {args.model_dir}`)")
+        model.update(name=args.model_name or args.robustbench, robustbench=args.robustbench,
+                     threat_model=args.robustbench_threat, zoo_dataset=args.dataset,
+                     model_dir=str(Path(args.model_dir).resolve()))
+    else:
+        path = Path(args.checkpoint)
+        if path.is_dir():
+            raise CliError(f"--checkpoint: {path} is a directory, not a checkpoint file")
+        if not path.is_file():
+            raise CliError(f"--checkpoint: file {path} does not exist")
+        model.update(name=args.model_name or path.stem, checkpoint=str(path.resolve()))
+        for key in ("arch", "norm", "num_classes"):
+            if getattr(args, key) is not None:
+                model[key] = getattr(args, key)
+        if mean is not None:
+            model.update(mean=list(mean), std=list(std))
+    dataset: Dict = {"name": args.dataset, "kind": args.dataset, "split": args.split}
+    if args.data_root and not Path(args.data_root).exists() and not args.download:
+        raise CliError(f"--data-root: {args.data_root} does not exist")
+    if args.data_root:
+        dataset["root"] = str(Path(args.data_root).resolve())
+    if args.limit:
+        dataset["limit"] = args.limit
+    known = cli_names()
     try:
-        frame.to_csv(tmp, index=False)
-        os.replace(tmp, out / "results.csv")
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        benchmarks = [known[name].options_from_args(args, name)
+                      for name in _benchmark_names(args)]
+    except ValueError as error:
+        raise CliError(str(error)) from None
+    return {"name": model["name"], "models": [model], "datasets": [dataset],
+            "benchmarks": benchmarks, "device": str(args.device),
+            "batch_size": args.batch_size}
+
+
+def run(args) -> int:
+    from robust_eval.jobs import ConfigError, parse_config, run_job
+    from robust_eval.jobs.runner import ModelConflictError
+
+    from robust_eval.jobs.executors import resolve_device
+
+    raw = job_from_args(args)
+    try:
+        resolve_device(args.device)
+    except ValueError as error:
+        raise CliError(f"--device: {error}") from None
+    if args.download:
+        if args.dataset not in ("cifar10", "cifar100"):
+            raise CliError(f"--download works for cifar10/cifar100, not {args.dataset}")
+        from robust_eval.data import load_split
+
+        load_split(args.dataset, args.data_root, split=args.split, download=True)
+    try:
+        config = parse_config(raw, source="")
+    except ConfigError as error:
+        raise CliError(str(error)) from None
+    with tempfile.TemporaryDirectory(prefix="robust-eval-") as scratch:
+        out = Path(args.out) if args.out else Path(scratch)
+        try:
+            summary = run_job(config, out, progress=not args.no_progress, accumulate=True,
+                              replace_models=args.replace)
+        except ModelConflictError as error:
+            raise CliError(str(error)) from None
+        print(format_tables(summary.frame[summary.frame["cell_key"].isin(
+            {c.key for c in summary.cells})]))
+        if args.out:
+            print(f"wrote {out / 'results.csv'} (and results.parquet, run.json, cells/)")
+    return summary.exit_code
+
+
+def format_tables(frame) -> str:
+    """One compact table per benchmark: only the columns that vary, numbers as people write them."""
+    from reports.stats import eps_label
+
+    if frame.empty:
+        return "no results"
+    blocks = []
+    first = frame.iloc[0]
+    blocks.append(f"{first['model']}: {first['arch']} (norm {first['norm']}) sha256 "
+                  f"{str(first['checkpoint_sha256'])[:12]} on {first['dataset']}, "
+                  f"mean=({first['mean'].replace(',', ', ')}) std=({first['std'].replace(',', ', ')})"
+                  if isinstance(first.get("mean"), str) else
+                  f"{first['model']}: {first['arch']} (norm {first['norm']}) sha256 "
+                  f"{str(first['checkpoint_sha256'])[:12]} on {first['dataset']}")
+    for benchmark, rows in frame.groupby("benchmark", sort=False):
+        columns = [c for c in ("corruption", "severity", "param_set", "attack", "threat", "eps",
+                               "steps", "noise_type", "noise_rate", "metric")
+                   if c in rows and rows[c].notna().any()]
+        view = rows[columns].astype(object).where(rows[columns].notna(), "")
+        if "eps" in view:
+            view["eps"] = [eps_label(e) if e != "" else "" for e in rows["eps"]]
+        ok = rows["status"] == "ok"
+        has_n = ok & (rows["n"].fillna(0) > 0)
+        view["n"] = [int(v) if h else "" for v, h in zip(rows["n"], has_n)]
+        view["accuracy %"] = [f"{100 * a:.2f}" if h else "" for a, h in zip(rows["accuracy"],
+                                                                           has_n)]
+        view["95% CI %"] = [f"{100 * lo:.2f}-{100 * hi:.2f}" if h else ""
+                            for lo, hi, h in zip(rows["ci_low"], rows["ci_high"], has_n)]
+        if "value" in rows and rows["value"].notna().any():
+            view["value"] = [f"{v:.4g}" if v == v else "" for v in rows["value"]]
+        if (~ok).any():
+            view["status"] = [s if s == "ok" else f"FAILED: {e}"
+                              for s, e in zip(rows["status"], rows["error"])]
+        view = view.loc[:, [c for c in view.columns if (view[c] != "").any()]]
+        blocks.append(f"\n[{benchmark}]\n" + view.to_string(index=False))
+    return "\n".join(blocks)

@@ -1,9 +1,8 @@
-"""Attack cells for `robust-eval evaluate --benchmark fgsm,pgd,pgd_l2,autoattack`.
+"""The `attack` benchmark type: robust accuracy per (attack, eps), from the attacks leaf.
 
-The evaluate command (robust_eval/cli/evaluate.py) calls `add_arguments(parser)` once and
-`run_from_args(...)` with the loaded model and data; job runners call `run_attack_cells(...)`
-directly. Both return schema rows (`robust_eval.schema.make_row`), one per (attack, eps), with
-the sweep's warnings and its parameters (JSON, `params`) kept.
+`--benchmark fgsm,pgd,pgd_l2,autoattack` on the CLI and `{type: attack, attack: pgd, ...}` in a
+config are the same options. `run_attack_cells` is the plain library form (schema rows for every
+(attack, eps)).
 """
 from __future__ import annotations
 
@@ -16,8 +15,8 @@ from torch import nn
 
 from robust_eval.schema import make_row
 
-BENCHMARK_NAMES = ("fgsm", "pgd", "pgd_l2", "autoattack")
-ENGINE_CHOICES = ("native", "torchattacks")
+from robust_eval.evaluate import Benchmark, CellPlan, register_benchmark
+
 DEFAULT_EPS = {"fgsm": 8 / 255, "pgd": 8 / 255, "pgd_l2": 0.5, "autoattack": 8 / 255}
 
 
@@ -49,73 +48,6 @@ def parse_eps_list(text: str) -> List[float]:
     if not items:
         raise argparse.ArgumentTypeError("--eps needs at least one value, e.g. 8/255")
     return [parse_number(item, "eps") for item in items]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(str(text).strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
-    return value
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(str(text).strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"seed {text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"seed {text!r} must be >= 0")
-    return value
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """--eps --steps --alpha --restarts --seed --engine. --seed is shared: when another
-    plug-in or the evaluate command already defines it, that definition is used."""
-    group = parser.add_argument_group("attacks (--benchmark fgsm, pgd, pgd_l2, autoattack)")
-    group.add_argument("--eps", type=parse_eps_list, default=None, metavar="E[,E...]",
-                       help="perturbation budgets, fractions allowed: 2/255,4/255,8/255 "
-                            "(default 8/255 for L-inf, 0.5 for pgd_l2)")
-    group.add_argument("--steps", type=_positive_int, default=10,
-                       help="PGD steps (default 10; FGSM is one step)")
-    group.add_argument("--alpha", type=lambda t: parse_number(t, "alpha"), default=None,
-                       help="PGD step size, fractions allowed (default eps/4)")
-    group.add_argument("--restarts", type=_positive_int, default=1,
-                       help="random restarts, per-example worst case (default 1)")
-    if "--seed" not in parser._option_string_actions:  # noqa: SLF001 (argparse has no API)
-        group.add_argument("--seed", type=_seed, default=0,
-                           help="seed of the random starts (default 0)")
-    group.add_argument("--engine", choices=ENGINE_CHOICES, default="native",
-                       help="native (this package's batched loop) or torchattacks (reference)")
-
-
-def requested_benchmarks(value: Union[None, str, Sequence[str]]) -> List[str]:
-    """The benchmarks this module handles among --benchmark's values, in order."""
-    if value is None:
-        return []
-    items = value.split(",") if isinstance(value, str) else [
-        part for v in value for part in str(v).split(",")]
-    return [b.strip() for b in items if b.strip() in BENCHMARK_NAMES]
-
-
-def run_from_args(model: nn.Module, data: Any, args: argparse.Namespace, base: Mapping[str, Any],
-                  device: Union[str, torch.device, None],
-                  benchmark: Optional[str] = None) -> List[Dict[str, Any]]:
-    """Rows for the attack benchmarks requested in args.benchmark (or just `benchmark`)."""
-    names = [benchmark] if benchmark else requested_benchmarks(getattr(args, "benchmark", None))
-    unknown = [n for n in names if n not in BENCHMARK_NAMES]
-    if unknown:
-        raise ValueError(f"robust_eval.evaluate.attack handles {BENCHMARK_NAMES}, not {unknown}")
-    if not names:
-        return []
-    return run_attack_cells(
-        model, data.images, data.labels, attacks=names, eps_list=getattr(args, "eps", None),
-        steps=getattr(args, "steps", 10), alpha=getattr(args, "alpha", None),
-        restarts=getattr(args, "restarts", 1), seed=getattr(args, "seed", 0) or 0,
-        engine=getattr(args, "engine", "native"),
-        batch_size=getattr(args, "batch_size", None) or 256, device=device, base=base)
 
 
 def run_attack_cells(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
@@ -158,5 +90,152 @@ def run_attack_cells(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     return rows
 
 
-__all__ = ["BENCHMARK_NAMES", "add_arguments", "parse_eps_list", "parse_number",
-           "requested_benchmarks", "run_attack_cells", "run_from_args"]
+def attack_measurements(model, images, labels, *, attack: str, eps: float, steps, alpha,
+                        restarts: int, seed: int, engine: str, batch_size: int, device,
+                        options: Optional[Mapping[str, Any]] = None) -> List[Dict[str, Any]]:
+    """One (attack, eps) cell as measurements: counts, warnings and the sweep's parameters."""
+    import json
+
+    from attacks.sweep import eps_sweep
+
+    frame = eps_sweep(model, images, labels, attack=[attack], eps_list=[eps], steps=steps or 1,
+                      alpha=alpha, restarts=restarts, seed=seed, engine=engine,
+                      batch_size=batch_size, device=device,
+                      options={attack: dict(options)} if options else None)
+    record = frame.to_dict("records")[0]
+    return [{"correct": int(record["correct"]), "n": int(record["n"]),
+             "warnings": record.get("warnings"),
+             "details": json.loads(record["params"]) if record.get("params") else {}}]
+
+
+@register_benchmark
+class Attack(Benchmark):
+    name = "attack"
+    fields = ("attack", "eps", "steps", "alpha", "restarts", "engine", "threat", "version",
+              "parts", "n_iter")
+    help = "robust accuracy under FGSM, PGD (L-inf, L2) or AutoAttack, per eps"
+
+    @property
+    def cli_names(self):
+        import attacks
+
+        return tuple(attacks.ATTACKS)
+
+    def add_arguments(self, parser) -> None:
+        group = parser.add_argument_group("attacks (--benchmark fgsm, pgd, pgd_l2, autoattack)")
+        group.add_argument("--eps", type=parse_eps_list, default=None, metavar="E[,E...]",
+                           help="perturbation budgets, fractions allowed: 2/255,4/255,8/255 "
+                                "(default: the attack's own, 8/255 L-inf, 0.5 L2)")
+        group.add_argument("--steps", type=int, default=None,
+                           help="PGD steps (default: the attack's own, 10 for PGD)")
+        group.add_argument("--alpha", type=lambda t: parse_number(t, "alpha"), default=None,
+                           help="PGD step size, fractions allowed (default eps/4)")
+        group.add_argument("--restarts", type=int, default=None,
+                           help="random restarts, per-example worst case (default 1)")
+        group.add_argument("--seed", type=int, default=0,
+                           help="seed of the random starts (default 0)")
+        group.add_argument("--engine", default=None,
+                           help="native (this package's batched loop) or torchattacks "
+                                "(reference); FGSM and PGD only")
+        group.add_argument("--aa-version", default=None,
+                           help="AutoAttack version: standard (default), plus, rand or custom")
+        group.add_argument("--aa-attacks", default=None,
+                           help="AutoAttack parts for --aa-version custom, e.g. apgd-ce,apgd-t")
+        group.add_argument("--aa-n-iter", type=int, default=None,
+                           help="AutoAttack iterations per part (custom version)")
+
+    def options_from_args(self, args, cli_name):
+        raw: Dict[str, Any] = {"type": self.name, "attack": cli_name, "seed": args.seed}
+        if args.eps is not None:
+            raw["eps"] = list(args.eps)
+        for key in ("steps", "alpha", "restarts", "engine"):
+            if getattr(args, key) is not None:
+                raw[key] = getattr(args, key)
+        if cli_name == "autoattack":
+            for flag, key in (("aa_version", "version"), ("aa_n_iter", "n_iter")):
+                if getattr(args, flag) is not None:
+                    raw[key] = getattr(args, flag)
+            if args.aa_attacks:
+                raw["parts"] = [a.strip() for a in args.aa_attacks.split(",") if a.strip()]
+        return raw
+
+    def parse(self, raw, check, path, job_seed):
+        import attacks
+
+        name = check.choice(raw.get("attack"), f"{path}.attack", tuple(attacks.ATTACKS))
+        options: Dict[str, Any] = {"attack": name}
+        eps = raw.get("eps", DEFAULT_EPS.get(name))
+        eps = check.sequence(eps, f"{path}.eps", allow_scalar=True)
+        options["eps"] = [check.number(e, f"{path}.eps[{i}]", minimum=0)
+                          for i, e in enumerate(eps)]
+        gradient = name != "autoattack"
+        if "steps" in raw:
+            options["steps"] = check.integer(raw["steps"], f"{path}.steps", minimum=1)
+            if name == "fgsm" and options["steps"] != 1:
+                raise check.fail(f"{path}.steps", "fgsm is one step; steps does not apply")
+            if name == "autoattack":
+                raise check.fail(f"{path}.steps", "autoattack takes n_iter, not steps")
+        else:
+            options["steps"] = 10 if name in ("pgd", "pgd_l2") else (1 if gradient else None)
+        options["alpha"] = (check.number(raw["alpha"], f"{path}.alpha", minimum=0)
+                            if raw.get("alpha") is not None else None)
+        options["restarts"] = check.integer(raw.get("restarts", 1), f"{path}.restarts",
+                                            minimum=1)
+        if gradient:
+            options["engine"] = check.choice(raw.get("engine", "native"), f"{path}.engine",
+                                             ("native", "torchattacks"))
+        elif raw.get("engine", "autoattack") != "autoattack":
+            raise check.fail(f"{path}.engine", f"{name} runs on its own engine; "
+                                               f"{raw['engine']!r} does not apply")
+        else:
+            options["engine"] = "autoattack"
+        threat = "l2" if name == "pgd_l2" else "linf"
+        options["threat"] = check.choice(raw.get("threat", threat), f"{path}.threat", (threat,))
+        aa: Dict[str, Any] = {}
+        for key in ("version", "parts", "n_iter"):
+            if key in raw and name != "autoattack":
+                raise check.fail(f"{path}.{key}", f"applies to autoattack, not {name}")
+        if "version" in raw:
+            aa["version"] = check.choice(raw["version"], f"{path}.version",
+                                         ("standard", "plus", "rand", "custom"))
+        if "parts" in raw:
+            aa["parts"] = [check.string(v, f"{path}.parts[{i}]") for i, v in
+                           enumerate(check.sequence(raw["parts"], f"{path}.parts",
+                                                    allow_scalar=True))]
+        if "n_iter" in raw:
+            aa["n_iter"] = check.integer(raw["n_iter"], f"{path}.n_iter", minimum=1)
+        options["autoattack"] = aa
+        return options
+
+    def expand(self, options, seed, dataset_kind=None):
+        for eps in options["eps"]:
+            params = {k: options[k] for k in ("attack", "steps", "alpha", "restarts", "engine",
+                                              "threat")}
+            params["eps"] = eps
+            if options["autoattack"]:
+                params["autoattack"] = options["autoattack"]
+            yield CellPlan(params, seed)
+
+    def columns(self, params):
+        return {"attack": params["attack"], "threat": params["threat"], "eps": params["eps"],
+                "steps": params["steps"], "restarts": params["restarts"]}
+
+    def label(self, params, seed):
+        from reports.stats import eps_label
+
+        return f"{params['attack']} eps={eps_label(params['eps'])}"
+
+    def run(self, cell, ctx):
+        p = cell["params"]
+        data = ctx.data()
+        aa = dict(p.get("autoattack") or {})
+        if "parts" in aa:
+            aa["attacks"] = aa.pop("parts")
+        return attack_measurements(
+            ctx.model(), data.images, data.labels, attack=p["attack"], eps=p["eps"],
+            steps=p["steps"], alpha=p["alpha"], restarts=p["restarts"], seed=cell["seed"],
+            engine=p["engine"], batch_size=ctx.batch_size, device=ctx.device, options=aa)
+
+
+__all__ = ["DEFAULT_EPS", "attack_measurements", "parse_eps_list", "parse_number",
+           "run_attack_cells"]

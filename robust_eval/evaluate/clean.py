@@ -1,7 +1,5 @@
-"""Clean top-1 accuracy: the `clean` benchmark of `robust-eval evaluate`.
-
-Plain entry point for the job runner: `run_clean(model, data, base, batch_size=, device=)`.
-"""
+"""Clean top-1 accuracy: the `clean` benchmark type, and `count_correct`, which every accuracy
+in the suite (clean and corrupted images) goes through."""
 from __future__ import annotations
 
 import time
@@ -10,11 +8,7 @@ from typing import Dict, List, Tuple, Union
 import torch
 from torch import nn
 
-BENCHMARK_NAMES = ("clean",)
-
-
-def add_arguments(parser) -> None:
-    """clean needs no flags of its own (--batch-size, --limit are the command's)."""
+from robust_eval.evaluate import Benchmark, register_benchmark
 
 
 @torch.inference_mode()
@@ -49,5 +43,13 @@ def run_clean(model: nn.Module, data, base: Dict, batch_size: int = 256,
     return [make_row(correct=correct, n=n, **fields)]
 
 
-def run_from_args(model: nn.Module, data, args, base: Dict, device) -> List[Dict]:
-    return run_clean(model, data, base, batch_size=args.batch_size, device=device)
+@register_benchmark
+class Clean(Benchmark):
+    name = "clean"
+    help = "top-1 accuracy on the clean images"
+
+    def run(self, cell, ctx) -> List[Dict]:
+        data = ctx.data()
+        correct, n = count_correct(ctx.model(), data.images, data.labels, ctx.batch_size,
+                                   ctx.device, num_classes=data.num_classes)
+        return [{"correct": correct, "n": n}]

@@ -22,7 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-BENCHMARK_NAMES = ("corruption",)
+from robust_eval.evaluate import Benchmark, CellPlan, register_benchmark
+from robust_eval.evaluate.clean import count_correct
+
 DEFAULT_SEVERITIES = (1, 2, 3, 4, 5)
 Device = Union[str, torch.device]
 
@@ -70,21 +72,6 @@ def parse_severities(text: Optional[str]) -> List[int]:
     return sorted(check_severity(v) for v in values)
 
 
-def add_arguments(parser) -> None:
-    g = parser.add_argument_group("corruption benchmark (--benchmark corruption)")
-    g.add_argument("--corruptions", default=None,
-                   help="comma-separated names, 'benchmark' (the 15, default) or 'all' (19)")
-    g.add_argument("--severities", default="1-5", help="e.g. 1-5 (default) or 1,3,5")
-    g.add_argument("--corruption-params", choices=["cifar10", "imagenet"], default=None,
-                   help="severity parameter set for generated corruptions (default: imagenet "
-                        "for ImageNet data, else cifar10); never mix the two")
-    g.add_argument("--corruption-source", default="generate",
-                   help="'generate' (default) or a folder with published CIFAR-10-C / "
-                        "CIFAR-100-C .npy files or ImageNet-C JPEG folders")
-    g.add_argument("--corruption-seed", type=int, default=0,
-                   help="seed of generated corruptions (default 0)")
-
-
 # ----------------------------------------------------------------------------- sources
 def _generated(data, name: str, severity: int, params: str, seed: int, batch_size: int,
                device: Device) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
@@ -111,14 +98,14 @@ class _Published:
             if self.n > 5000:
                 raise ValueError(f"ImageNet-C is evaluated on RobustBench's 5,000-image list; "
                                  f"the clean set has {self.n} images (use --limit 5000)")
-            self.label = "published:" + self.root.name
+            self._label_files()
             return
         cifar_dataset = dataset if dataset in ("cifar10", "cifar100") else None
         if cifar_dataset is None:
             raise ValueError(f"no published corruption layout for dataset {dataset!r}")
         self.cifar = CifarC(folder, cifar_dataset)
         self.root = self.cifar.root
-        self.label = "published:" + self.root.name
+        self._label_files()
         if self.n > self.cifar.n_per_severity:
             raise ValueError(f"{self.root} holds {self.cifar.n_per_severity} images per "
                              f"severity; the clean set has {self.n} (use --limit)")
@@ -130,6 +117,15 @@ class _Published:
                              f"labels at image {first} ({int(published[first])} vs "
                              f"{int(clean[first])}): not the same set or order (use the test "
                              f"split in its original order)")
+
+    def _label_files(self) -> None:
+        """Files the generator wrote carry generation.json: they are generated, never published."""
+        import json
+
+        record = self.root / "generation.json"
+        self.generation = json.loads(record.read_text()) if record.is_file() else None
+        self.label = (self.generation or {}).get("params", "published")
+        self.seed = (self.generation or {}).get("seed")
 
     def batches(self, name: str, severity: int, batch_size: int
                 ) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
@@ -217,7 +213,7 @@ def corruption_rows(model: nn.Module, data, *, corruptions: Optional[Sequence[st
             raise ValueError("corruption params apply to generated corruptions only; the "
                              f"published files in {folder} have their own")
         published = _Published(folder, data, dataset)
-        label, row_seed = published.label, None
+        label, row_seed = published.label, published.seed
     rows = []
     bar = tqdm(total=len(names) * len(severities), desc="corruption cells", unit="cell",
                disable=None if progress else True)  # None: only on a terminal
@@ -231,21 +227,129 @@ def corruption_rows(model: nn.Module, data, *, corruptions: Optional[Sequence[st
             correct, n = _count(model, stream, device, num_classes)
             fields = dict(base)
             fields.update(benchmark="corruption", corruption=name, severity=severity,
-                          seed=row_seed, params=label, seconds=time.perf_counter() - start)
+                          seed=row_seed, param_set=label, seconds=time.perf_counter() - start,
+                          params={"files": str(published.root)} if published else None)
             rows.append(make_row(correct=correct, n=n, **fields))
             bar.update(1)
     bar.close()
     return rows
 
 
-def run_from_args(model: nn.Module, data, args: argparse.Namespace, base: Dict,
-                  device) -> List[Dict]:
-    source = getattr(args, "corruption_source", "generate") or "generate"
-    return corruption_rows(
-        model, data,
-        corruptions=parse_corruptions(getattr(args, "corruptions", None)),
-        severities=parse_severities(getattr(args, "severities", None)),
-        params=getattr(args, "corruption_params", None),
-        source=source, seed=getattr(args, "corruption_seed", 0),
-        batch_size=getattr(args, "batch_size", 256), base=base, device=device,
-        progress=True)
+GROUPS = ("benchmark", "all", "extra", "all19")
+
+
+def corruption_group(name: str) -> Tuple[str, ...]:
+    """benchmark = the 15, all = the 19 (all19 too, its older name), extra = the 4."""
+    from corruptions.params import ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS
+
+    return {"benchmark": BENCHMARK_CORRUPTIONS, "all": ALL_CORRUPTIONS,
+            "all19": ALL_CORRUPTIONS, "extra": EXTRA_CORRUPTIONS}[name]
+
+
+@register_benchmark
+class Corruption(Benchmark):
+    name = "corruption"
+    fields = ("source", "path", "params", "corruptions", "severities")
+    help = "accuracy per (corruption, severity), generated on the fly or read from files"
+
+    def add_arguments(self, parser) -> None:
+        g = parser.add_argument_group("corruption benchmark (--benchmark corruption)")
+        g.add_argument("--corruptions", default=None,
+                       help="comma-separated names, 'benchmark' (the 15, default) or 'all' (19)")
+        g.add_argument("--severities", default="1-5", help="e.g. 1-5 (default) or 1,3,5")
+        g.add_argument("--corruption-params", choices=["cifar10", "imagenet"], default=None,
+                       help="severity parameter set for generated corruptions (default: imagenet "
+                            "for ImageNet data, else cifar10); never mix the two")
+        g.add_argument("--corruption-source", default="generate",
+                       help="'generate' (default) or a folder with published CIFAR-10-C / "
+                            "CIFAR-100-C .npy files or ImageNet-C JPEG folders")
+        g.add_argument("--corruption-seed", type=int, default=0,
+                       help="seed of generated corruptions (default 0)")
+
+    def options_from_args(self, args, cli_name):
+        raw: Dict = {"type": self.name, "seed": args.corruption_seed}
+        text = args.corruptions
+        raw["corruptions"] = ("benchmark" if text is None or not text.strip() else
+                              text.strip() if text.strip() in GROUPS else
+                              [n.strip() for n in text.split(",") if n.strip()])
+        try:
+            raw["severities"] = parse_severities(args.severities)
+        except ValueError as error:
+            raise ValueError(f"--severities: {error}") from None
+        if args.corruption_params:
+            raw["params"] = args.corruption_params
+        if args.corruption_source not in (None, "generate"):
+            raw.update(source="files", path=args.corruption_source)
+        return raw
+
+    def parse(self, raw, check, path, job_seed):
+        from corruptions.params import ALL_CORRUPTIONS
+
+        options: Dict = {"source": check.choice(raw.get("source", "auto"), f"{path}.source",
+                                                ("auto", "files", "generated"))}
+        if "path" in raw:
+            options["path"] = check.path(raw["path"], f"{path}.path")
+        elif options["source"] == "files":
+            raise check.fail(f"{path}.path", "source 'files' needs the folder of the published "
+                                             "CIFAR-10-C / ImageNet-C files")
+        options["params"] = check.choice(raw.get("params", "auto"), f"{path}.params",
+                                         ("auto", "cifar10", "imagenet"))
+        names = raw.get("corruptions", "benchmark")
+        if isinstance(names, str) and names in GROUPS:
+            names = list(corruption_group(names))
+        names = check.sequence(names, f"{path}.corruptions", allow_scalar=True)
+        for i, name in enumerate(names):
+            check.choice(name, f"{path}.corruptions[{i}]", ALL_CORRUPTIONS)
+        if len(set(names)) != len(names):
+            raise check.fail(f"{path}.corruptions", "lists a corruption twice")
+        options["corruptions"] = list(names)
+        options["severities"] = check.integers(raw.get("severities", [1, 2, 3, 4, 5]),
+                                               f"{path}.severities", minimum=1, maximum=5)
+        return options
+
+    def expand(self, options, seed, dataset_kind=None):
+        param_set = options["params"]
+        if param_set == "auto":
+            param_set = default_params(dataset_kind or "")
+        for corruption in options["corruptions"]:
+            source = _corruption_source(options, corruption)
+            extra = {"path": options["path"]} if source == "files" else {}
+            for severity in options["severities"]:
+                params = {"corruption": corruption, "severity": severity, "source": source}
+                if source == "generated":
+                    params["param_set"] = param_set
+                yield CellPlan(params, seed if source == "generated" else 0, extra)
+
+    def columns(self, params):
+        return {"corruption": params["corruption"], "severity": params["severity"],
+                "param_set": params.get("param_set", "published")}
+
+    def label(self, params, seed):
+        return f"{params['corruption']} s{params['severity']}"
+
+    def run(self, cell, ctx):
+        p = cell["params"]
+        model, data = ctx.model(), ctx.data()
+        if p["source"] == "files":
+            row = corruption_rows(model, data, corruptions=[p["corruption"]],
+                                  severities=[p["severity"]], source=cell["extra"]["path"],
+                                  batch_size=ctx.batch_size, device=ctx.device)[0]
+            return [{"correct": row["correct"], "n": row["n"], "param_set": row["param_set"],
+                     "seed": row["seed"], "details": {"files": str(cell["extra"]["path"])}}]
+        corrupted = ctx.cache.corrupted(data, cell["dataset_spec"], cell["limit"], p,
+                                        cell["seed"])
+        correct, n = count_correct(model, corrupted, data.labels, ctx.batch_size, ctx.device,
+                                   num_classes=data.num_classes)
+        return [{"correct": correct, "n": n}]
+
+
+def _corruption_source(options: Dict, corruption: str) -> str:
+    """auto -> files when the published file for this corruption exists, else generated."""
+    source = options["source"]
+    if source != "auto":
+        return source
+    folder = options.get("path")
+    if folder and ((Path(folder) / f"{corruption}.npy").is_file()
+                   or (Path(folder) / corruption).is_dir()):
+        return "files"
+    return "generated"

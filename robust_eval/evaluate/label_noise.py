@@ -6,8 +6,8 @@ rate, seed) it trains, or reuses the finished run whose full training spec match
 `cache_dir/run_name(spec)`), then measures clean test accuracy at the best-validation epoch
 and at the last epoch: two rows, `metric` = "best_val_epoch" / "last_epoch".
 
-As a `robust-eval evaluate --benchmark label_noise` plug-in it evaluates a checkpoint that
-`robust-eval train` made: the noise kind, rate and seed come from the checkpoint's metadata.
+Without rates (`robust-eval evaluate --benchmark label_noise` on a checkpoint that `robust-eval
+train` made) it measures that checkpoint: kind, rate and seed come from its metadata.
 """
 from __future__ import annotations
 
@@ -19,14 +19,11 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 import pandas as pd
 import torch
 
-BENCHMARK_NAMES = ("label_noise",)
+from robust_eval.evaluate import Benchmark, CellPlan, register_benchmark
+
 METRICS = ("best_val_epoch", "last_epoch")
 # Job-config recipe keys -> train_model options (the config says `limit` for the training set).
 RECIPE_ALIASES = {"limit": "train_limit"}
-
-
-def add_arguments(parser) -> None:
-    """label_noise needs no flags of its own: the checkpoint says how it was trained."""
 
 
 def _recipe_options(recipe: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
@@ -105,32 +102,145 @@ def label_noise_rows(*, arch: str, norm: str = "bn", noise_type: str = "symmetri
     return rows
 
 
-def run_from_args(model, data, args, base: Dict[str, Any], device) -> List[Dict[str, Any]]:
-    """Clean accuracy of a checkpoint trained by a robust-eval label-noise recipe."""
-    from robust_eval.evaluate.clean import count_correct
-    from robust_eval.schema import make_row
+@register_benchmark
+class LabelNoise(Benchmark):
+    name = "label_noise"
+    fields = ("kinds", "rates", "seeds", "recipe")
+    help = "train under noisy labels, test on clean labels (or measure such a checkpoint)"
 
-    meta = getattr(model, "robust_eval_meta", {}) or {}
-    spec = meta.get("recipe") or {}
-    if not spec.get("noise_type"):
-        where = meta.get("checkpoint", "the model")
-        raise ValueError(f"{where} was not trained by a robust-eval label-noise recipe (its "
-                         f"metadata has no noise_type); train one with `robust-eval train "
-                         f"--recipe label_noise`")
-    metrics = meta.get("metrics") or {}
-    start = time.perf_counter()
-    correct, n = count_correct(model, data.images, data.labels, getattr(args, "batch_size", 256),
-                               device, num_classes=data.num_classes)
-    fields = dict(base)
-    params = {"epoch": metrics.get("epoch"), "epochs": spec.get("epochs"),
-              "train_spec": {k: spec.get(k) for k in ("recipe", "epochs", "val_labels",
-                                                      "val_fraction", "data_fingerprint")},
-              "realised_noise_rate": (metrics.get("noise") or {}).get("realised_rate")}
-    fields.update(benchmark="label_noise", noise_type=spec["noise_type"],
-                  noise_rate=float(spec.get("noise_rate", 0.0)), seed=spec.get("seed"),
-                  metric=metrics.get("role", "checkpoint"), seconds=time.perf_counter() - start,
-                  params=json.dumps(params, sort_keys=True, default=str))
-    return [make_row(correct=correct, n=n, **fields)]
+    def add_arguments(self, parser) -> None:
+        g = parser.add_argument_group("label noise (--benchmark label_noise)")
+        g.add_argument("--noise-rates", default=None, metavar="R[,R...]",
+                       help="train the model's arch and norm at these noise rates; without it, "
+                            "measure a checkpoint trained by a label-noise recipe")
+        g.add_argument("--noise-kinds", default="symmetric", help="symmetric, pairflip, ...")
+        g.add_argument("--noise-seeds", default="0", help="training seeds, e.g. 0,1,2")
+        g.add_argument("--noise-epochs", type=int, default=None, help="training epochs")
+
+    def options_from_args(self, args, cli_name):
+        raw: Dict[str, Any] = {"type": self.name}
+        if args.noise_rates:
+            split = lambda text: [v.strip() for v in text.split(",") if v.strip()]  # noqa: E731
+            raw.update(rates=split(args.noise_rates), kinds=split(args.noise_kinds))
+            raw["seeds"] = [int(v) for v in split(args.noise_seeds)]
+            if args.noise_epochs is not None:
+                raw["recipe"] = {"epochs": args.noise_epochs}
+        return raw
+
+    def parse(self, raw, check, path, job_seed):
+        from robust_eval.train.noise import KINDS
+
+        if "rates" not in raw:
+            for key in ("kinds", "seeds", "recipe"):
+                if key in raw:
+                    raise check.fail(f"{path}.{key}", "applies only with rates (training)")
+            return {"mode": "checkpoint"}
+        options: Dict[str, Any] = {"mode": "train"}
+        kinds = check.sequence(raw.get("kinds", ["symmetric"]), f"{path}.kinds",
+                               allow_scalar=True)
+        options["kinds"] = [check.choice(k, f"{path}.kinds[{i}]", KINDS)
+                            for i, k in enumerate(kinds)]
+        rates = check.sequence(raw["rates"], f"{path}.rates", allow_scalar=True)
+        options["rates"] = [check.number(r, f"{path}.rates[{i}]", minimum=0, maximum=1)
+                            for i, r in enumerate(rates)]
+        for i, rate in enumerate(options["rates"]):
+            if rate >= 1:
+                raise check.fail(f"{path}.rates[{i}]", f"a noise rate must be below 1, got {rate}")
+        options["seeds"] = check.integers(raw.get("seeds", [job_seed]), f"{path}.seeds",
+                                          minimum=0)
+        recipe = dict(check.mapping(raw.get("recipe", {}), f"{path}.recipe"))
+        for key in ("epochs", "batch_size", "limit"):
+            if key in recipe:
+                check.integer(recipe[key], f"{path}.recipe.{key}", minimum=1)
+        for key in ("lr", "weight_decay", "momentum"):
+            if key in recipe:
+                recipe[key] = check.number(recipe[key], f"{path}.recipe.{key}", minimum=0)
+        if "augment" in recipe:
+            check.boolean(recipe["augment"], f"{path}.recipe.augment")
+        try:
+            _recipe_options(recipe)
+        except ValueError as error:
+            raise check.fail(f"{path}.recipe", str(error)) from None
+        options["recipe"] = recipe
+        return options
+
+    def expand(self, options, seed, dataset_kind=None):
+        if options["mode"] == "checkpoint":
+            yield CellPlan({"mode": "checkpoint"}, seed)
+            return
+        for noise_type in options["kinds"]:
+            for rate in options["rates"]:
+                for noise_seed in options["seeds"]:
+                    yield CellPlan({"mode": "train", "noise_type": noise_type, "noise_rate": rate,
+                                    "recipe": options["recipe"]}, noise_seed)
+
+    def columns(self, params):
+        if params["mode"] == "checkpoint":
+            return {}
+        return {"noise_type": params["noise_type"], "noise_rate": params["noise_rate"]}
+
+    def label(self, params, seed):
+        if params["mode"] == "checkpoint":
+            return "as trained"
+        return f"{params['noise_type']} {params['noise_rate']:g} seed {seed}"
+
+    def run(self, cell, ctx):
+        if cell["params"]["mode"] == "checkpoint":
+            return self._measure_checkpoint(ctx)
+        return self._train(cell, ctx)
+
+    @staticmethod
+    def _measure_checkpoint(ctx):
+        """Clean accuracy of a checkpoint trained by a robust-eval label-noise recipe."""
+        from robust_eval.evaluate.clean import count_correct
+
+        model = ctx.model()
+        meta = getattr(model, "robust_eval_meta", {}) or {}
+        spec = meta.get("recipe") or {}
+        if not spec.get("noise_type"):
+            where = meta.get("checkpoint", "the model")
+            raise ValueError(f"{where} was not trained by a robust-eval label-noise recipe (its "
+                             f"metadata has no noise_type); train one with `robust-eval train "
+                             f"--recipe label_noise`")
+        metrics = meta.get("metrics") or {}
+        data = ctx.data()
+        correct, n = count_correct(model, data.images, data.labels, ctx.batch_size, ctx.device,
+                                   num_classes=data.num_classes)
+        details = {"epoch": metrics.get("epoch"), "epochs": spec.get("epochs"),
+                   "train_spec": {k: spec.get(k) for k in ("recipe", "epochs", "val_labels",
+                                                           "val_fraction", "data_fingerprint")},
+                   "realised_noise_rate": (metrics.get("noise") or {}).get("realised_rate")}
+        return [{"correct": correct, "n": n, "noise_type": spec["noise_type"],
+                 "noise_rate": float(spec.get("noise_rate", 0.0)), "seed": spec.get("seed"),
+                 "metric": metrics.get("role", "checkpoint"), "details": details}]
+
+    @staticmethod
+    def _train(cell, ctx):
+        """Train (or reuse from the cache) on noisy training labels, test on clean labels."""
+        p, spec, data_spec = cell["params"], cell["model_spec"], cell["dataset_spec"]
+        arch, norm = spec.get("arch"), spec.get("norm")
+        if (arch is None or norm is None) and spec.get("checkpoint"):
+            from robust_eval.checkpoints import read_checkpoint_metadata
+
+            meta = read_checkpoint_metadata(spec["checkpoint"])  # retrain the same arch and norm
+            arch, norm = arch or meta.get("arch"), norm or meta.get("norm")
+        if arch is None or norm is None:
+            raise ValueError(f"model {cell['model']!r}: label-noise training needs arch and norm "
+                             f"(set them in the config)")
+        rows = label_noise_rows(
+            arch=arch, norm=norm, noise_type=p["noise_type"], noise_rate=p["noise_rate"],
+            seed=cell["seed"], dataset=data_spec["kind"], data_root=data_spec.get("root"),
+            cache_dir=cell["extra"]["label_noise_cache"], recipe=p["recipe"],
+            test_data=ctx.data(), num_classes=spec.get("num_classes"), mean=spec.get("mean"),
+            std=spec.get("std"), device=ctx.device, batch_size=ctx.batch_size,
+            model_name=cell["model"])
+        measurements = []
+        for row in rows:
+            details = json.loads(row["params"])
+            details["trained_checkpoint_sha256"] = row["checkpoint_sha256"]
+            measurements.append({"correct": row["correct"], "n": row["n"],
+                                 "metric": row["metric"], "details": details})
+        return measurements
 
 
 def label_noise_table(frame: pd.DataFrame, metric: str = "best_val_epoch") -> pd.DataFrame:

@@ -36,7 +36,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-BENCHMARK_NAMES: Tuple[str, ...] = ("spectral",)
+from robust_eval.evaluate import Benchmark, CellPlan, register_benchmark
+
 METRICS = ("spectral_norm", "spectral_norm_with_norm")
 
 
@@ -331,13 +332,43 @@ def evaluate_spectral(model: nn.Module, input_size, *, base: Optional[Dict[str, 
     return rows
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("--spectral-layers", nargs="+", default=None, metavar="PATTERN",
-                        help="spectral: only conv layers whose names match these wildcards")
+@register_benchmark
+class Spectral(Benchmark):
+    name = "spectral"
+    fields = ("layers",)
+    help = "spectral norm of every conv layer (with and without its norm), no accuracy"
 
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--spectral-layers", nargs="+", default=None, metavar="PATTERN",
+                            help="spectral: only conv layers whose names match these wildcards")
 
-def run_from_args(model: nn.Module, data, args, base: Dict[str, Any], device) -> List[Dict[str, Any]]:
-    """Input size and channels from the evaluation images (the size the model is run at)."""
-    _, channels, height, width = data.images.shape
-    return evaluate_spectral(model, (height, width), base=base, in_channels=channels,
-                             device=device, layers=getattr(args, "spectral_layers", None))
+    def options_from_args(self, args, cli_name):
+        raw = {"type": self.name}
+        if args.spectral_layers:
+            raw["layers"] = list(args.spectral_layers)
+        return raw
+
+    def parse(self, raw, check, path, job_seed):
+        if "layers" not in raw:
+            return {"layers": None}
+        layers = check.sequence(raw["layers"], f"{path}.layers", allow_scalar=True)
+        return {"layers": [check.string(v, f"{path}.layers[{i}]") for i, v in enumerate(layers)]}
+
+    def expand(self, options, seed, dataset_kind=None):
+        yield CellPlan({"layers": options["layers"]}, seed)
+
+    def run(self, cell, ctx):
+        """At the size and channels of the evaluation images (the size the model runs at)."""
+        _, channels, height, width = ctx.data().images.shape
+        records = layer_spectral_norms(ctx.model(guarded=False), (height, width), channels, ctx.device,
+                                       cell["params"]["layers"])
+        if not records:
+            raise ValueError("the model has no convolution layer on its forward path")
+        measurements = []
+        for record in records:
+            for metric in METRICS:
+                details = {k: v for k, v in record.items() if k not in METRICS}
+                details["method"] = "fft_circular"
+                measurements.append({"correct": 0, "n": 0, "metric": metric,
+                                     "value": float(record[metric]), "details": details})
+        return measurements

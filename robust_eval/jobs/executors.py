@@ -13,7 +13,6 @@ import logging
 import multiprocessing as mp
 import os
 import time
-import traceback
 from collections import deque
 from multiprocessing.connection import wait as wait_for
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -26,10 +25,10 @@ OnStart = Callable[[Cell], None]
 
 
 def failed_outcome(cell: Cell, error: str, seconds: float = 0.0) -> Dict[str, Any]:
-    from robust_eval.jobs.cells import failed_rows
+    """A cell whose worker died: failed rows made by the same code as every other row."""
+    from robust_eval.jobs import cells
 
-    return {"key": cell.key, "status": "failed", "rows": failed_rows(cell.to_dict(), error),
-            "error": error, "seconds": seconds}
+    return cells.failed_outcome(cell.to_dict(), error, seconds)
 
 
 DEFAULT_CELL_FUNCTION = "robust_eval.jobs.cells:execute_cell"
@@ -48,6 +47,16 @@ def resolve_device(device: str) -> str:
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device {device!r} is not a device (auto, cpu, cuda, cuda:N)") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: CUDA is not available on this machine")
+    if parsed.type == "cuda" and parsed.index is not None \
+            and parsed.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} "
+                         f"CUDA device(s)")
     return device
 
 
@@ -63,6 +72,7 @@ class LocalExecutor:
             workers = self._gpu_count() if self.device == "cuda" else 1
         self.workers = max(1, workers)
         self.threads_per_worker = threads_per_worker
+        self.progress = None  # in-process runs may show progress within a cell
 
     @staticmethod
     def _gpu_count() -> int:
@@ -88,10 +98,11 @@ class LocalExecutor:
 
     def _run_inline(self, cells, on_result, on_start) -> None:
         execute_cell = import_function(self.cell_function)
+        extra = {"progress": self.progress} if self.progress else {}
         for cell in cells:
             if on_start:
                 on_start(cell)
-            on_result(cell, execute_cell(cell.to_dict(), self.device))
+            on_result(cell, execute_cell(cell.to_dict(), self.device, **extra))
 
     def _run_processes(self, cells, on_result, on_start) -> None:
         context = mp.get_context("spawn")  # fork after torch/CUDA init is unsafe
@@ -301,10 +312,3 @@ def make_executor(name: str, *, device: str = "auto", workers: Optional[int] = N
     if name == "ray":
         return RayExecutor(device=device, address=ray_address, num_cpus=ray_num_cpus)
     raise ValueError(f"unknown executor {name!r} (known: local, ray)")
-
-
-def format_exception(error: BaseException) -> str:
-    """One line for the results table; the traceback goes to the log."""
-    LOG.debug("%s", "".join(traceback.format_exception(type(error), error,
-                                                          error.__traceback__)))
-    return f"{type(error).__name__}: {error}"

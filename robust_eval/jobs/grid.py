@@ -1,10 +1,8 @@
 """Config -> grid of cells. A cell is the unit that is run, stored, skipped and retried.
 
-Granularity (one cell = one result row group):
-  clean        one cell per (model, dataset)
-  corruption   one per (model, dataset, corruption, severity)
-  attack       one per (model, dataset, attack, eps)
-  label_noise  one per (model, dataset, noise kind, rate, seed): trains a model, then tests it
+Each benchmark type's `expand` decides what one cell is (robust_eval/evaluate/): clean one per
+(model, dataset); corruption per (corruption, severity); attack per (attack, eps); label noise
+per (noise kind, rate, seed); spectral one per model.
 
 A cell's key hashes what decides its numbers: the model's identity (checkpoint sha256 plus how it
 is loaded), the dataset (kind, split, limit), the benchmark parameters, the seed and the code
@@ -18,9 +16,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from robust_eval.evaluate import benchmark_for
 from robust_eval.jobs.config import DatasetSpec, JobConfig, ModelSpec
 
-KEY_VERSION = 1
+KEY_VERSION = 2  # 2: one benchmark protocol (params renamed)
 
 
 def canonical_json(value: Any) -> str:
@@ -51,15 +50,9 @@ class Cell:
         return cls(**data)
 
     def label(self) -> str:
-        p = self.params
-        if self.benchmark == "corruption":
-            what = f"{p['corruption']} s{p['severity']}"
-        elif self.benchmark == "attack":
-            what = f"{p['attack']} eps={p['eps']:.5g}"
-        elif self.benchmark == "label_noise":
-            what = f"{p['noise_type']} {p['noise_rate']:g} seed {self.seed}"
-        else:
-            what = ""
+        from robust_eval.evaluate import benchmark_for
+
+        what = benchmark_for(self.benchmark).label(self.params, self.seed)
         return " ".join(x for x in (self.model, self.dataset, self.benchmark, what) if x)
 
 
@@ -79,28 +72,16 @@ def model_identity(spec: ModelSpec, checkpoint_sha256: Optional[str]) -> Dict[st
     return identity
 
 
-def cell_key(identity: Dict[str, Any], dataset: DatasetSpec, benchmark: str,
+def cell_key(name: str, identity: Dict[str, Any], dataset: DatasetSpec, benchmark: str,
              params: Dict[str, Any], seed: int, limit: Optional[int], code_version: str) -> str:
+    """The model's name is part of the key: its rows carry it."""
     payload = {
-        "v": KEY_VERSION, "model": identity,
+        "v": KEY_VERSION, "name": name, "model": identity,
         "dataset": {"kind": dataset.kind, "split": dataset.split, "limit": dataset.limit},
         "benchmark": benchmark, "params": params, "seed": seed, "limit": limit,
         "code_version": code_version,
     }
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:32]
-
-
-def _corruption_source(options: Dict[str, Any], corruption: str) -> str:
-    """auto -> files when the published file for this corruption exists, else generated."""
-    source = options["source"]
-    if source != "auto":
-        return source
-    folder = options.get("path")
-    if folder and (Path(folder) / f"{corruption}.npy").is_file():
-        return "files"
-    if folder and (Path(folder) / corruption).is_dir():
-        return "files"
-    return "generated"
 
 
 def expand(config: JobConfig, identities: Dict[str, Dict[str, Any]], code_version: str
@@ -111,52 +92,29 @@ def expand(config: JobConfig, identities: Dict[str, Dict[str, Any]], code_versio
     models = {m.name: m for m in config.models}
     datasets = {d.name: d for d in config.datasets}
     for bench in config.benchmarks:
+        benchmark = benchmark_for(bench.type)
         options = bench.options
         seed = options.get("seed", config.seed)
         batch_size = options.get("batch_size", config.batch_size)
         limit = options.get("limit")
         # Parameters outer, models inner: the models of one (corruption, severity) run back to
         # back, so a worker generates the corrupted images once and reuses them.
-        for params, extra, cell_seed in _cell_params(bench.type, options, seed):
-            for model_name in bench.models or list(models):
-                for dataset_name in bench.datasets or list(datasets):
-                    model, dataset = models[model_name], datasets[dataset_name]
+        for dataset_name in bench.datasets or list(datasets):
+            dataset = datasets[dataset_name]
+            for plan in benchmark.expand(options, seed, dataset.kind):
+                for model_name in bench.models or list(models):
                     identity = identities[model_name]
-                    key = cell_key(identity, dataset, bench.type, params, cell_seed, limit,
+                    key = cell_key(model_name, identity, dataset, bench.type, plan.params,
+                                   plan.seed, limit,
                                    code_version)
                     if key in seen:  # the same cell listed twice: run and store it once
                         continue
                     seen.add(key)
                     cells.append(Cell(
                         benchmark=bench.type, model=model_name, dataset=dataset_name,
-                        params=params, seed=cell_seed, key=key, model_spec=asdict(model),
-                        dataset_spec=asdict(dataset), model_identity=identity,
-                        batch_size=batch_size, limit=limit, bench_index=bench.index,
-                        extra=extra,
+                        params=plan.params, seed=plan.seed, key=key,
+                        model_spec=asdict(models[model_name]), dataset_spec=asdict(dataset),
+                        model_identity=identity, batch_size=batch_size, limit=limit,
+                        bench_index=bench.index, extra=dict(plan.extra),
                     ))
     return cells
-
-
-def _cell_params(kind: str, options: Dict[str, Any], seed: int):
-    if kind == "clean":
-        yield {}, {}, seed
-    elif kind == "corruption":
-        for corruption in options["corruptions"]:
-            source = _corruption_source(options, corruption)
-            extra = {"path": options.get("path")} if source == "files" else {}
-            for severity in options["severities"]:
-                yield ({"corruption": corruption, "severity": severity, "source": source,
-                        "params": options["params"]}, extra, seed)
-    elif kind == "attack":
-        for eps in options["eps"]:
-            yield ({"attack": options["attack"], "eps": eps, "steps": options["steps"],
-                    "alpha": options.get("alpha"), "restarts": options["restarts"],
-                    "engine": options["engine"], "threat": options["threat"]}, {}, seed)
-    elif kind == "label_noise":
-        for noise_type in options["kinds"]:
-            for rate in options["rates"]:
-                for noise_seed in options["seeds"]:
-                    yield ({"noise_type": noise_type, "noise_rate": rate,
-                            "recipe": options["recipe"]}, {}, noise_seed)
-    else:  # pragma: no cover - config validation rejects other types
-        raise ValueError(f"unknown benchmark type {kind!r}")

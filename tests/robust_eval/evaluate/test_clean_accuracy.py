@@ -4,8 +4,8 @@ import torch
 from torch import nn
 
 from robust_eval.data import LabeledImages, load_split
-from robust_eval.evaluate import discover_benchmarks
-from robust_eval.evaluate.clean import BENCHMARK_NAMES, count_correct, run_clean
+from robust_eval.evaluate import cli_names
+from robust_eval.evaluate.clean import count_correct, run_clean
 from robust_eval.schema import COLUMNS, wilson_interval
 
 
@@ -53,10 +53,10 @@ def test_class_count_mismatch_is_an_error():
         run_clean(BrightnessClassifier(3), _data(), {}, batch_size=4)
 
 
-def test_clean_is_discovered_as_a_plugin():
-    plugins = discover_benchmarks()
-    assert "clean" in plugins.known() and BENCHMARK_NAMES == ("clean",)
-    assert plugins.by_name["clean"].__name__ == "robust_eval.evaluate.clean"
+def test_clean_is_a_registered_benchmark_type(measure):
+    assert cli_names()["clean"].name == "clean"
+    (row,) = measure("clean", BrightnessClassifier(), _data(), batch_size=4)
+    assert (row["benchmark"], row["n"], row["correct"], row["status"]) == ("clean", 10, 7, "ok")
 
 
 @pytest.mark.slow

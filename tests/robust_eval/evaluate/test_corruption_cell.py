@@ -69,7 +69,7 @@ def test_generated_rows(model, data):
     assert frame[["corruption", "severity"]].values.tolist() == [
         ["gaussian_noise", 1], ["gaussian_noise", 5], ["contrast", 1], ["contrast", 5]]
     assert (frame.benchmark == "corruption").all() and (frame.n == N).all()
-    assert (frame.params == "cifar10").all() and (frame.seed == 3).all()
+    assert (frame.param_set == "cifar10").all() and (frame.seed == 3).all()
     assert (frame.model == "tiny").all() and (frame.dataset == "cifar10").all()
     # the same number by hand: corrupt everything at once, then count
     x = apply_corruption(data.images, "contrast", 5, params="cifar10", seed=3,
@@ -100,7 +100,7 @@ def test_published_fixture_matches_generated(model, data, tmp_path):
     generated = cell.corruption_rows(model, data, corruptions=["fog", "pixelate"], seed=0,
                                      batch_size=10, base=BASE)
     assert [r["correct"] for r in published] == [r["correct"] for r in generated]
-    assert {r["params"] for r in published} == {"published:CIFAR-10-C"}
+    assert {r["param_set"] for r in published} == {"published"}
     assert {r["seed"] for r in published} == {None}
     assert len(published) == 10
 
@@ -152,24 +152,20 @@ def test_bad_requests(model, data):
         cell.corruption_rows(model, data, corruptions=["fog"], params="cifar100", base=BASE)
 
 
-def test_flags_and_run_from_args(model, data):
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--batch-size", type=int, default=256)
-    cell.add_arguments(parser)
-    args = parser.parse_args([])
-    assert cell.parse_corruptions(args.corruptions)[0] == "gaussian_noise"
-    assert len(cell.parse_corruptions(args.corruptions)) == 15
-    assert cell.parse_severities(args.severities) == [1, 2, 3, 4, 5]
+def test_flags_and_the_benchmark_type(model, data, flags, measure):
+    assert cell.parse_severities("1-5") == [1, 2, 3, 4, 5]
     assert cell.parse_severities("1,3-4") == [1, 3, 4]
-    assert len(cell.parse_corruptions("all")) == 19
     with pytest.raises(ValueError, match="expected e.g. 1-5"):
         cell.parse_severities("one")
     assert cell.default_params("imagenet") == "imagenet"
     assert cell.default_params("cifar100") == "cifar10"
-    args = parser.parse_args(["--corruptions", "shot_noise", "--severities", "4",
-                              "--corruption-seed", "7", "--batch-size", "16"])
-    rows = cell.run_from_args(model, data, args, dict(BASE), "cpu")
-    assert [(r["corruption"], r["severity"], r["seed"], r["params"]) for r in rows] == [
+    assert len(cell.corruption_group("benchmark")) == 15 and len(cell.corruption_group("all")) == 19
+    default = flags("corruption", [])
+    assert (default["corruptions"], default["severities"]) == ("benchmark", [1, 2, 3, 4, 5])
+    raw = flags("corruption", ["--corruptions", "shot_noise", "--severities", "4",
+                               "--corruption-seed", "7"])
+    rows = measure("corruption", model, data, raw, batch_size=16)
+    assert [(r["corruption"], r["severity"], r["seed"], r["param_set"]) for r in rows] == [
         ("shot_noise", 4, 7, "cifar10")]
     direct = cell.corruption_rows(model, data, corruptions=["shot_noise"], severities=[4],
                                   seed=7, base=BASE)
@@ -207,7 +203,7 @@ def test_imagenet_c_published_source(tmp_path):
                                 source=tmp_path, batch_size=4,
                                 base=dict(BASE, dataset="imagenet"))
     assert (rows[0]["correct"], rows[0]["n"]) == (6, 6)
-    assert rows[0]["params"] == "published:ImageNet-C"
+    assert rows[0]["param_set"] == "published"
 
 
 def test_evaluate_command_end_to_end(model, data, cifar10_test_npz, tmp_path, capsys):
@@ -232,7 +228,7 @@ def test_evaluate_command_end_to_end(model, data, cifar10_test_npz, tmp_path, ca
     clean = frame[frame.benchmark == "clean"].correct.item()
     cor = frame[frame.benchmark == "corruption"]
     assert cor[["corruption", "severity"]].values.tolist() == [["frost", 2], ["frost", 4]]
-    assert (cor.correct == clean).all() and (cor.params == "published:CIFAR-10-C").all()
+    assert (cor.correct == clean).all() and (cor.param_set == "published").all()
     capsys.readouterr()
     assert main(common + ["--benchmark", "corruption", "--corruptions", "frots"]) == 2
     assert "did you mean 'frost'" in capsys.readouterr().err

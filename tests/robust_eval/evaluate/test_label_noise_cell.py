@@ -8,7 +8,7 @@ import torch
 from robust_eval.checkpoints import load_checkpoint
 from robust_eval.data import LabeledImages
 from robust_eval.evaluate.clean import count_correct
-from robust_eval.evaluate.label_noise import label_noise_rows, label_noise_table, run_from_args
+from robust_eval.evaluate.label_noise import label_noise_rows, label_noise_table
 from robust_eval.schema import COLUMNS, to_frame
 
 CLASSES = [f"c{i}" for i in range(10)]
@@ -71,14 +71,13 @@ def test_rows_train_then_reuse_and_match_an_independent_evaluation(tmp_path, dat
     assert label_noise_table(frame, metric="last_epoch").shape == (1, 2)
 
 
-def test_evaluate_plugin_reads_noise_from_the_checkpoint(tmp_path, data):
+def test_checkpoint_mode_reads_noise_from_the_checkpoint(tmp_path, data, measure):
     train, test = data
     rows = label_noise_rows(arch="tiny_cnn", noise_type="asymmetric", noise_rate=0.2, seed=0,
                             cache_dir=tmp_path, recipe=RECIPE, train_data=train, test_data=test)
     run_dir = json.loads(rows[0]["params"])["run_dir"]
     model = load_checkpoint(f"{run_dir}/last.safetensors")
-    base = {"model": "m", "arch": "tiny_cnn", "norm": "bn", "dataset": "synthetic"}
-    [row] = run_from_args(model, test, Namespace(batch_size=64), base, "cpu")
+    [row] = measure("label_noise", model, test, batch_size=64)
     assert (row["noise_type"], row["noise_rate"], row["seed"], row["metric"]) == \
         ("asymmetric", 0.2, 0, "last_epoch")
     assert row["correct"] == rows[1]["correct"]
@@ -87,9 +86,8 @@ def test_evaluate_plugin_reads_noise_from_the_checkpoint(tmp_path, data):
 
     plain = train_model(tmp_path / "standard", arch="tiny_cnn", train_data=train, epochs=1,
                         batch_size=16)
-    with pytest.raises(ValueError, match="not trained by a robust-eval label-noise recipe"):
-        run_from_args(load_checkpoint(plain.last_checkpoint), test, Namespace(batch_size=64),
-                      base, "cpu")
+    with pytest.raises(RuntimeError, match="not trained by a robust-eval label-noise recipe"):
+        measure("label_noise", load_checkpoint(plain.last_checkpoint), test, batch_size=64)
 
 
 @pytest.mark.parametrize("changes, message", [

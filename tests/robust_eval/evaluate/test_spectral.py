@@ -163,14 +163,14 @@ def test_convnorm_layer_in_a_model():
     assert 1.0 - 1e-9 <= record["spectral_norm"] <= 2.0 + 1e-9
 
 
-def test_run_from_args_reads_the_image_size():
-    class Data:
-        images = torch.zeros(2, 3, 10, 10, dtype=torch.uint8)
+def test_benchmark_reads_the_image_size(measure, flags):
+    from robust_eval.data import LabeledImages
 
-    class Args:
-        spectral_layers = ["conv2"]
-
-    rows = spectral.run_from_args(ConvBN().eval(), Data(), Args(), {"model": "m"}, "cpu")
+    data = LabeledImages(torch.zeros(2, 3, 10, 10, dtype=torch.uint8), torch.zeros(2).long(),
+                         ["a", "b"], "toy")
+    raw = flags("spectral", ["--spectral-layers", "conv2"])
+    rows = measure("spectral", ConvBN().eval(), data, raw)
     assert {json.loads(r["params"])["layer"] for r in rows} == {"conv2"}
     assert json.loads(rows[0]["params"])["input_size"] == [10, 10]
-    assert spectral.BENCHMARK_NAMES == ("spectral",)
+    assert {r["metric"] for r in rows} == {"spectral_norm", "spectral_norm_with_norm"}
+    assert all(r["value"] > 0 and r["n"] == 0 for r in rows)

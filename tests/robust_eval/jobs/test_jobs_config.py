@@ -36,7 +36,7 @@ def parsed(mutate=None):
     (lambda r: r["benchmarks"][1]["corruptions"].append("fgo"), "benchmarks[1].corruptions[2]",
      "not one of"),
     (lambda r: r["benchmarks"][1].__setitem__("severities", [1, 6]),
-     "benchmarks[1].severities[1]", "1..5"),
+     "benchmarks[1].severities[1]", "must be <= 5"),
     (lambda r: r["benchmarks"][3].__setitem__("rates", [0.2, 1.5]), "benchmarks[3].rates[1]",
      "<= 1"),
     (lambda r: r["benchmarks"][3].__setitem__("rates", [1.0]), "benchmarks[3].rates[0]",
@@ -73,7 +73,7 @@ def test_fractions_paths_and_defaults():
     assert attack["threat"] == "linf" and attack["restarts"] == 1
     assert config.models[0].checkpoint == "/base/m.safetensors"  # relative to the config file
     corruption = config.benchmarks[1].options
-    assert corruption["source"] == "auto" and corruption["params"] == "cifar10"
+    assert corruption["source"] == "auto" and corruption["params"] == "auto"
 
 
 def test_grid_expands_one_cell_per_row_group_and_keys_are_identities():

@@ -45,7 +45,7 @@ def test_imagenet_val_folder_with_generated_imagenet_c(imagenet_samples, tmp_pat
     table = pd.read_csv(tmp_path / "out" / "results.csv")
     assert len(table) == 3 and (table["n"] == 12).all() and set(table["status"]) == {"ok"}
     corrupted = table[table["benchmark"] == "corruption"]
-    assert set(corrupted["params"]) == {"imagenet"}  # the ImageNet-C severities were used
+    assert set(corrupted["param_set"]) == {"imagenet"}  # the ImageNet-C severities were used
     # labels follow labels.csv's class_index through the wnid folders
     from robust_eval.data import load_split
 
@@ -66,7 +66,7 @@ def test_mce_table_on_a_complete_grid_uses_the_alexnet_normalisation(tmp_path):
     for name in BENCHMARK_CORRUPTIONS:
         for severity in range(1, 6):
             rows.append(make_row(correct=50 - 5 * severity, n=100, benchmark="corruption",
-                                 corruption=name, severity=severity, params="imagenet", **base))
+                                 corruption=name, severity=severity, param_set="imagenet", **base))
     from robust_eval.jobs.store import results_frame
 
     written = write_pivots(results_frame(rows), tmp_path)

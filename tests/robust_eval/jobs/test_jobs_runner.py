@@ -171,7 +171,7 @@ def test_generated_corruption_cells_match_the_evaluate_module(tmp_path, checkpoi
                                    params="cifar10", seed=3, batch_size=16)
         got = summary.frame[summary.frame.model == name]
         assert got["correct"].tolist() == [r["correct"] for r in expected]
-        assert set(got["params"]) == {"cifar10"} and set(got["seed"]) == {3}
+        assert set(got["param_set"]) == {"cifar10"} and set(got["seed"]) == {3}
 
 
 @pytest.mark.slow
