@@ -12,23 +12,39 @@ from robust_eval.evaluate import Benchmark, register_benchmark
 
 
 @torch.inference_mode()
-def count_correct(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                  batch_size: int = 256, device: Union[str, torch.device] = "cpu",
-                  num_classes: int = None) -> Tuple[int, int]:
-    """(correct, n) of top-1 predictions; uint8 images are scaled to [0,1] batch by batch."""
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 256,
+            device: Union[str, torch.device] = "cpu", num_classes: int = None) -> torch.Tensor:
+    """Top-1 predictions (int64, on the CPU) of every image; uint8 images are scaled to [0,1]
+    batch by batch. Every accuracy of clean and corrupted images is a sum over these."""
     from robust_eval.data import batches
 
     model.eval()
-    correct = 0
-    for x, y in batches(images, labels, batch_size, device=device):
+    predictions = []
+    dummy = torch.zeros(len(images), dtype=torch.int64)
+    for x, _ in batches(images, dummy, batch_size, device=device):
         logits = model(x)
-        if logits.dim() != 2 or logits.shape[0] != len(y):
-            raise ValueError(f"model returned shape {tuple(logits.shape)} for a batch of {len(y)}")
+        if logits.dim() != 2 or logits.shape[0] != len(x):
+            raise ValueError(f"model returned shape {tuple(logits.shape)} for a batch of {len(x)}")
         if num_classes is not None and logits.shape[1] != num_classes:
             raise ValueError(f"model predicts {logits.shape[1]} classes but the data has "
                              f"{num_classes}: wrong --num-classes or dataset?")
-        correct += int((logits.argmax(1) == y).sum())
-    return correct, int(len(labels))
+        predictions.append(logits.argmax(1).cpu())
+    return torch.cat(predictions) if predictions else dummy
+
+
+def count_correct(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                  batch_size: int = 256, device: Union[str, torch.device] = "cpu",
+                  num_classes: int = None) -> Tuple[int, int]:
+    """(correct, n) of top-1 predictions."""
+    predictions = predict(model, images, batch_size, device, num_classes)
+    return int((predictions == labels.cpu()).sum()), int(len(labels))
+
+
+def outcome_measurement(predictions: torch.Tensor, labels: torch.Tensor, **extra) -> Dict:
+    """A measurement with its per-example outcomes (dataset index, label, prediction)."""
+    labels = labels.cpu()
+    return {"correct": int((predictions == labels).sum()), "n": int(len(labels)),
+            "outcomes": {"label": labels, "pred": predictions}, **extra}
 
 
 def run_clean(model: nn.Module, data, base: Dict, batch_size: int = 256,
@@ -50,6 +66,6 @@ class Clean(Benchmark):
 
     def run(self, cell, ctx) -> List[Dict]:
         data = ctx.data()
-        correct, n = count_correct(ctx.model(), data.images, data.labels, ctx.batch_size,
-                                   ctx.device, num_classes=data.num_classes)
-        return [{"correct": correct, "n": n}]
+        predictions = predict(ctx.model(), data.images, ctx.batch_size, ctx.device,
+                              num_classes=data.num_classes)
+        return [outcome_measurement(predictions, data.labels)]

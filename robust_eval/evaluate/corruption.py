@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from robust_eval.evaluate import Benchmark, CellPlan, register_benchmark
-from robust_eval.evaluate.clean import count_correct
+from robust_eval.evaluate.clean import outcome_measurement, predict
 
 DEFAULT_SEVERITIES = (1, 2, 3, 4, 5)
 Device = Union[str, torch.device]
@@ -148,24 +148,16 @@ class _Published:
 
 
 # ----------------------------------------------------------------------------- evaluation
-@torch.inference_mode()
-def _count(model: nn.Module, batches, device: Device, num_classes: Optional[int]
-           ) -> Tuple[int, int]:
-    correct = total = 0
+def _predict_stream(model: nn.Module, batches, device: Device, num_classes: Optional[int]
+                    ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(predictions, labels) over a stream of (uint8 images, labels) batches."""
+    predictions, all_labels = [], []
     for images, labels in batches:
         if images.dtype != torch.uint8:
             raise ValueError(f"corrupted images came back as {images.dtype}, expected uint8")
-        x = images.to(device, non_blocking=True).float().div_(255)
-        logits = model(x)
-        if logits.dim() != 2 or logits.shape[0] != len(labels):
-            raise ValueError(f"model returned shape {tuple(logits.shape)} for a batch of "
-                             f"{len(labels)}")
-        if num_classes is not None and logits.shape[1] != num_classes:
-            raise ValueError(f"model predicts {logits.shape[1]} classes but the data has "
-                             f"{num_classes}: wrong --num-classes or dataset?")
-        correct += int((logits.argmax(1).cpu() == labels.cpu()).sum())
-        total += len(labels)
-    return correct, total
+        predictions.append(predict(model, images, len(images), device, num_classes))
+        all_labels.append(labels.cpu())
+    return torch.cat(predictions), torch.cat(all_labels)
 
 
 def corruption_rows(model: nn.Module, data, *, corruptions: Optional[Sequence[str]] = None,
@@ -224,7 +216,8 @@ def corruption_rows(model: nn.Module, data, *, corruptions: Optional[Sequence[st
                 stream = _generated(data, name, severity, params, seed, batch_size, device)
             else:
                 stream = published.batches(name, severity, batch_size)
-            correct, n = _count(model, stream, device, num_classes)
+            predictions, labels = _predict_stream(model, stream, device, num_classes)
+            correct, n = int((predictions == labels).sum()), len(labels)
             fields = dict(base)
             fields.update(benchmark="corruption", corruption=name, severity=severity,
                           seed=row_seed, param_set=label, seconds=time.perf_counter() - start,
@@ -331,16 +324,18 @@ class Corruption(Benchmark):
         p = cell["params"]
         model, data = ctx.model(), ctx.data()
         if p["source"] == "files":
-            row = corruption_rows(model, data, corruptions=[p["corruption"]],
-                                  severities=[p["severity"]], source=cell["extra"]["path"],
-                                  batch_size=ctx.batch_size, device=ctx.device)[0]
-            return [{"correct": row["correct"], "n": row["n"], "param_set": row["param_set"],
-                     "seed": row["seed"], "details": {"files": str(cell["extra"]["path"])}}]
+            published = _Published(Path(cell["extra"]["path"]), data,
+                                   str(cell["dataset_spec"]["kind"]))
+            stream = published.batches(p["corruption"], p["severity"], ctx.batch_size)
+            predictions, labels = _predict_stream(model, stream, ctx.device, data.num_classes)
+            return [outcome_measurement(predictions, labels, param_set=published.label,
+                                        seed=published.seed,
+                                        details={"files": str(published.root)})]
         corrupted = ctx.cache.corrupted(data, cell["dataset_spec"], cell["limit"], p,
                                         cell["seed"])
-        correct, n = count_correct(model, corrupted, data.labels, ctx.batch_size, ctx.device,
-                                   num_classes=data.num_classes)
-        return [{"correct": correct, "n": n}]
+        predictions = predict(model, corrupted, ctx.batch_size, ctx.device,
+                              num_classes=data.num_classes)
+        return [outcome_measurement(predictions, data.labels)]
 
 
 def _corruption_source(options: Dict, corruption: str) -> str:

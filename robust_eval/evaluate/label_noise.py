@@ -39,19 +39,20 @@ def _recipe_options(recipe: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
     return options
 
 
-def label_noise_rows(*, arch: str, norm: str = "bn", noise_type: str = "symmetric",
+def label_noise_measurements(*, arch: str, norm: str = "bn", noise_type: str = "symmetric",
                      noise_rate: float, seed: int = 0, dataset: str = "cifar10",
                      data_root: Union[str, Path, None] = None, cache_dir: Union[str, Path],
                      recipe: Optional[Mapping[str, Any]] = None, train_recipe: str = "label_noise",
                      train_data=None, test_data=None, test_limit: Optional[int] = None,
                      num_classes: Optional[int] = None, mean=None, std=None,
                      device: Union[str, torch.device] = "cpu", batch_size: int = 512,
-                     model_name: Optional[str] = None, progress=None) -> List[Dict[str, Any]]:
-    """Train-or-reuse, then two schema rows (best-validation epoch, last epoch)."""
+                     progress=None) -> List[Dict[str, Any]]:
+    """Train-or-reuse, then two measurements (best-validation epoch, last epoch) with their
+    per-example outcomes on the clean test labels."""
     from robust_eval.checkpoints import file_sha256, load_checkpoint
     from robust_eval.data import load_split
-    from robust_eval.schema import device_name, make_row
-    from robust_eval.train import evaluate_accuracy, train_model
+    from robust_eval.evaluate.clean import outcome_measurement, predict
+    from robust_eval.train import train_model
 
     options = _recipe_options(recipe)
     if mean is not None:
@@ -75,30 +76,46 @@ def label_noise_rows(*, arch: str, norm: str = "bn", noise_type: str = "symmetri
     elif test_limit is not None:
         test_data = test_data.subset(test_limit)
 
-    rows = []
+    measurements = []
     epochs = {"best_val_epoch": result.best_epoch, "last_epoch": len(result.history)}
     paths = {"best_val_epoch": result.best_checkpoint, "last_epoch": result.last_checkpoint}
     for metric in METRICS:
-        t0 = time.perf_counter()
         model = load_checkpoint(paths[metric], device=device)
-        correct, _ = evaluate_accuracy(model, test_data.images, test_data.labels, device,
-                                       batch_size=batch_size)
+        predictions = predict(model, test_data.images, batch_size, device)
         epoch = epochs[metric]
         record = result.history[epoch - 1]
-        params = {
+        details = {
             "epoch": epoch, "epochs": result.spec.epochs, "val_acc": record.get("val_acc"),
             "val_labels": result.spec.val_labels, "recipe": result.spec.recipe,
             "train_spec_key": result.spec.key, "run_dir": str(result.out_dir),
             "realised_noise_rate": (result.noise or {}).get("realised_rate"),
             "reused": result.trained_epochs == 0, "train_seconds": round(train_seconds, 3),
+            "trained_checkpoint_sha256": file_sha256(paths[metric]),
         }
+        measurements.append(outcome_measurement(predictions, test_data.labels, metric=metric,
+                                                details=details))
+    return measurements
+
+
+def label_noise_rows(*, arch: str, norm: str = "bn", noise_type: str = "symmetric",
+                     noise_rate: float, seed: int = 0, dataset: str = "cifar10",
+                     model_name: Optional[str] = None, device: Union[str, torch.device] = "cpu",
+                     **options: Any) -> List[Dict[str, Any]]:
+    """label_noise_measurements as schema rows (the library form)."""
+    from robust_eval.schema import device_name, make_row
+
+    rows = []
+    for m in label_noise_measurements(arch=arch, norm=norm, noise_type=noise_type,
+                                      noise_rate=noise_rate, seed=seed, dataset=dataset,
+                                      device=device, **options):
+        details = m["details"]
         rows.append(make_row(
-            correct=correct, n=len(test_data), model=model_name or f"{arch}-{norm}",
-            checkpoint_sha256=file_sha256(paths[metric]), arch=arch, norm=norm,
-            dataset=test_data.name, benchmark="label_noise", noise_type=noise_type,
-            noise_rate=float(noise_rate), seed=int(seed), metric=metric,
-            seconds=time.perf_counter() - t0, device=device_name(device),
-            params=json.dumps(params, sort_keys=True)))
+            correct=m["correct"], n=m["n"], model=model_name or f"{arch}-{norm}",
+            checkpoint_sha256=details["trained_checkpoint_sha256"], arch=arch, norm=norm,
+            dataset=options.get("test_data").name if options.get("test_data") is not None
+            else dataset, benchmark="label_noise", noise_type=noise_type,
+            noise_rate=float(noise_rate), seed=int(seed), metric=m["metric"],
+            device=device_name(device), params=details))
     return rows
 
 
@@ -192,7 +209,7 @@ class LabelNoise(Benchmark):
     @staticmethod
     def _measure_checkpoint(ctx):
         """Clean accuracy of a checkpoint trained by a robust-eval label-noise recipe."""
-        from robust_eval.evaluate.clean import count_correct
+        from robust_eval.evaluate.clean import outcome_measurement, predict
 
         model = ctx.model()
         meta = getattr(model, "robust_eval_meta", {}) or {}
@@ -204,15 +221,16 @@ class LabelNoise(Benchmark):
                              f"--recipe label_noise`")
         metrics = meta.get("metrics") or {}
         data = ctx.data()
-        correct, n = count_correct(model, data.images, data.labels, ctx.batch_size, ctx.device,
-                                   num_classes=data.num_classes)
+        predictions = predict(model, data.images, ctx.batch_size, ctx.device,
+                              num_classes=data.num_classes)
         details = {"epoch": metrics.get("epoch"), "epochs": spec.get("epochs"),
                    "train_spec": {k: spec.get(k) for k in ("recipe", "epochs", "val_labels",
                                                            "val_fraction", "data_fingerprint")},
                    "realised_noise_rate": (metrics.get("noise") or {}).get("realised_rate")}
-        return [{"correct": correct, "n": n, "noise_type": spec["noise_type"],
-                 "noise_rate": float(spec.get("noise_rate", 0.0)), "seed": spec.get("seed"),
-                 "metric": metrics.get("role", "checkpoint"), "details": details}]
+        return [outcome_measurement(predictions, data.labels, noise_type=spec["noise_type"],
+                                    noise_rate=float(spec.get("noise_rate", 0.0)),
+                                    seed=spec.get("seed"),
+                                    metric=metrics.get("role", "checkpoint"), details=details)]
 
     @staticmethod
     def _train(cell, ctx):
@@ -227,20 +245,12 @@ class LabelNoise(Benchmark):
         if arch is None or norm is None:
             raise ValueError(f"model {cell['model']!r}: label-noise training needs arch and norm "
                              f"(set them in the config)")
-        rows = label_noise_rows(
+        return label_noise_measurements(
             arch=arch, norm=norm, noise_type=p["noise_type"], noise_rate=p["noise_rate"],
             seed=cell["seed"], dataset=data_spec["kind"], data_root=data_spec.get("root"),
             cache_dir=cell["extra"]["label_noise_cache"], recipe=p["recipe"],
             test_data=ctx.data(), num_classes=spec.get("num_classes"), mean=spec.get("mean"),
-            std=spec.get("std"), device=ctx.device, batch_size=ctx.batch_size,
-            model_name=cell["model"])
-        measurements = []
-        for row in rows:
-            details = json.loads(row["params"])
-            details["trained_checkpoint_sha256"] = row["checkpoint_sha256"]
-            measurements.append({"correct": row["correct"], "n": row["n"],
-                                 "metric": row["metric"], "details": details})
-        return measurements
+            std=spec.get("std"), device=ctx.device, batch_size=ctx.batch_size)
 
 
 def label_noise_table(frame: pd.DataFrame, metric: str = "best_val_epoch") -> pd.DataFrame:

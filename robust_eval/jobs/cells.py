@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 
+from reports.outcomes import encode as encode_outcomes
 from robust_eval.evaluate import CellContext, benchmark_for
 from robust_eval.schema import make_row
 
@@ -82,8 +83,13 @@ class WorkerCache:
         limits = [x for x in (spec.get("limit"), limit) if x is not None]
         limit = min(limits) if limits else None
         key = json.dumps(["data", spec.get("kind"), spec.get("root"), split, limit])
-        return self._get(key, lambda: load_split(spec["kind"], spec.get("root"), split=split,
-                                                 limit=limit))
+
+        def load():
+            data = load_split(spec["kind"], spec.get("root"), split=split, limit=limit)
+            data.extra["fingerprint"] = fingerprint(data)
+            return data
+
+        return self._get(key, load)
 
     def corrupted(self, data, spec: Dict[str, Any], limit: Optional[int],
                   params: Dict[str, Any], seed: int) -> torch.Tensor:
@@ -95,6 +101,18 @@ class WorkerCache:
         return self._get(key, lambda: apply_corruption(
             data.images, params["corruption"], params["severity"], params=params["param_set"],
             seed=seed, indices=torch.arange(len(data.images))))
+
+
+def fingerprint(data) -> str:
+    """What the clean examples are: their pixels, labels and order. Two rows with the same
+    fingerprint were measured on the same examples, so their outcomes pair up."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    digest.update(str(tuple(data.images.shape)).encode())
+    digest.update(data.images.contiguous().cpu().numpy().tobytes())
+    digest.update(data.labels.cpu().to(torch.int64).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def load_model(spec: Dict[str, Any], device: str) -> nn.Module:
@@ -121,9 +139,11 @@ _CACHE = WorkerCache()
 
 # ----------------------------------------------------------------------------- rows
 def cell_rows(cell: Dict[str, Any], measurements: List[Dict[str, Any]], *, seconds: float,
-              device: str, model: Optional[nn.Module] = None,
-              error: Optional[str] = None) -> List[Dict[str, Any]]:
-    """Schema rows of a cell: one per measurement, or one failed row when `error` is set."""
+              device: str, model: Optional[nn.Module] = None, data=None,
+              error: Optional[str] = None, outcomes: Optional[list] = None
+              ) -> List[Dict[str, Any]]:
+    """Schema rows of a cell: one per measurement, or one failed row when `error` is set.
+    A measurement's per-example outcomes are encoded into `outcomes` (aligned with the rows)."""
     benchmark = benchmark_for(cell["benchmark"])
     spec, identity = cell["model_spec"], cell["model_identity"]
     meta = getattr(model, "robust_eval_meta", None) or {}
@@ -133,6 +153,7 @@ def cell_rows(cell: Dict[str, Any], measurements: List[Dict[str, Any]], *, secon
         "dataset": cell["dataset"], "benchmark": cell["benchmark"], "seed": cell["seed"],
         "device": _device_label(device), "code_version": cell["extra"].get("code_version"),
         "cell_key": cell["key"],
+        "fingerprint": (getattr(data, "extra", None) or {}).get("fingerprint"),
         "mean": _stats_text(meta.get("mean") or spec.get("mean")),
         "std": _stats_text(meta.get("std") or spec.get("std")),
     }
@@ -146,6 +167,10 @@ def cell_rows(cell: Dict[str, Any], measurements: List[Dict[str, Any]], *, secon
         measurement = dict(measurement)
         details = measurement.pop("details", None) or {}
         correct, n = measurement.pop("correct"), measurement.pop("n")
+        arrays = measurement.pop("outcomes", None)
+        if outcomes is not None:
+            outcomes.append(None if arrays is None else encode_outcomes(
+                **{k: v.cpu().numpy() if hasattr(v, "cpu") else v for k, v in arrays.items()}))
         fields.update(measurement)
         fields.update(seconds=seconds / len(measurements),
                       params={**cell["params"], **details} if details else cell["params"])
@@ -168,7 +193,7 @@ def execute_cell(cell: Dict[str, Any], device: str, cache: Optional[WorkerCache]
         benchmark = benchmark_for(cell["benchmark"])
         ctx = CellContext(cell=cell, device=device, cache=cache, progress=progress)
         model = ctx.model()
-        ctx.data()
+        data = ctx.data()
         started = time.perf_counter()  # model and data loads are shared between cells
         measurements = benchmark.run(cell, ctx)
         seconds = time.perf_counter() - started
@@ -178,9 +203,11 @@ def execute_cell(cell: Dict[str, Any], device: str, cache: Optional[WorkerCache]
             if m.get("value") is not None and not _finite(m["value"]):
                 raise NonFiniteOutputError(f"benchmark {cell['benchmark']!r} measured a "
                                            f"non-finite value ({m['value']})")
-        rows = cell_rows(cell, measurements, seconds=seconds, device=device, model=model)
+        outcomes: list = []
+        rows = cell_rows(cell, measurements, seconds=seconds, device=device, model=model,
+                         data=data, outcomes=outcomes)
         return {"key": cell["key"], "status": "ok", "rows": rows, "error": None,
-                "seconds": seconds}
+                "seconds": seconds, "outcomes": outcomes}
     except Exception as error:  # noqa: BLE001 - every failure is recorded per cell
         message = format_exception(error)
         LOG.error("cell %s failed: %s", cell.get("key"), message)

@@ -287,8 +287,9 @@ def run_job(config: Union[str, Path, JobConfig], out_dir: Union[str, Path], *,
         summary.failed = [c for c in cells if final[c.key] != "ok"]
         table_keys = [slot["key"] for slot in new_index["slots"].values()]
         summary.frame = store.write_tables(table_keys)
-        summary.outputs.update(results_csv=out_dir / "results.csv",
-                               results_parquet=out_dir / "results.parquet")
+        summary.outputs.update({name: out_dir / f"{stem}.{ext}" for name, stem, ext in (
+            ("results_csv", "results", "csv"), ("results_parquet", "results", "parquet"),
+            ("outcomes_parquet", "outcomes", "parquet")) if (out_dir / f"{stem}.{ext}").is_file()})
         summary.outputs.update(write_pivots(summary.frame, out_dir / "tables"))
         summary.seconds = time.time() - started
         write_run_json(out_dir, config, prepared, cells, summary, device, code_version,
@@ -328,7 +329,7 @@ def _execute(executor, todo: Sequence[Cell], store: ResultStore, progress: bool,
         nonlocal count
         store.write(cell.key, status=outcome["status"], rows=outcome["rows"],
                     error=outcome.get("error"), cell=cell.to_dict(),
-                    seconds=outcome.get("seconds"))
+                    seconds=outcome.get("seconds"), outcomes=outcome.get("outcomes"))
         count += 1
         bar.update(1)
         if outcome["status"] == "ok":

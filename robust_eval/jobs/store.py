@@ -26,7 +26,10 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import pandas as pd
 
+from reports.outcomes import decode as decode_outcomes
+from reports.outcomes import outcomes_frame
 from reports.schema import COLUMNS, json_default, typed_frame, write_atomic, write_tables
+from reports.stats import wilson_interval
 
 LOG = logging.getLogger("robust_eval.jobs")
 RECORD_FORMAT = 1
@@ -51,13 +54,18 @@ class ResultStore:
 
     def write(self, key: str, *, status: str, rows: Sequence[Dict[str, Any]],
               error: Optional[str] = None, cell: Optional[Dict[str, Any]] = None,
-              seconds: Optional[float] = None) -> Path:
+              seconds: Optional[float] = None, outcomes: Optional[Sequence[Any]] = None
+              ) -> Path:
+        """`outcomes`: per-example outcomes (reports.outcomes records), one per row or None."""
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        if outcomes is not None and len(outcomes) != len(rows):
+            raise ValueError(f"{len(outcomes)} outcome records for {len(rows)} rows")
         record = {
             "format": RECORD_FORMAT, "key": key, "status": status, "error": error,
             "seconds": seconds, "finished_at": time.time(), "pid": os.getpid(),
             "rows": [dict(row, cell_key=key) for row in rows], "cell": cell,
+            "outcomes": list(outcomes) if outcomes is not None else None,
         }
         path = self.cell_path(key)
         write_atomic(path, json.dumps(record, default=json_default, allow_nan=True))
@@ -134,7 +142,37 @@ class ResultStore:
         with self.locked():
             frame = self.frame(keys)
             write_tables(frame, self.root)
+            self._write_outcomes(keys)
         return frame
+
+    def outcomes(self, keys: Iterable[str]) -> Dict[Any, Dict[str, Any]]:
+        """{(cell_key, metric): outcome record} of the given cells' rows that have outcomes."""
+        found: Dict[Any, Dict[str, Any]] = {}
+        for key in dict.fromkeys(keys):
+            try:
+                record = self.read(key)
+            except CorruptCellError:
+                continue
+            if record is None or not record.get("outcomes"):
+                continue
+            for row, outcome in zip(record["rows"], record["outcomes"]):
+                if outcome is not None:
+                    found[(key, row.get("metric") or "")] = outcome
+        return found
+
+    def _write_outcomes(self, keys: List[str]) -> None:
+        """outcomes.parquet: one row per (cell, example): index, label, prediction."""
+        path = self.root / "outcomes.parquet"
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            path.unlink(missing_ok=True)
+            return
+        import io
+
+        buffer = io.BytesIO()
+        outcomes_frame(self.outcomes(keys)).to_parquet(buffer, index=False)
+        write_atomic(path, buffer.getvalue())
 
     @contextlib.contextmanager
     def locked(self):
@@ -184,6 +222,37 @@ def _check_record(record: Any, key: str) -> Optional[str]:
         missing = [c for c in COLUMNS if c not in row]
         if missing:
             return f"a row lacks column(s) {missing}"
+    if record["status"] == "ok":
+        return _check_numbers(rows, record.get("outcomes"))
+    return None
+
+
+def _check_numbers(rows: List[Dict[str, Any]], outcomes: Optional[list]) -> Optional[str]:
+    """An ok cell's numbers must agree with each other: accuracy and interval with correct/n,
+    correct with the per-example outcomes. A file that disagrees is not reused."""
+    if outcomes is not None and len(outcomes) != len(rows):
+        return f"{len(outcomes)} outcome records for {len(rows)} rows"
+    for i, row in enumerate(rows):
+        correct, n = row.get("correct"), row.get("n")
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (correct, n)) \
+                or not 0 <= correct <= n:
+            return f"row {i}: correct={correct!r}, n={n!r} are not counts"
+        if n == 0:
+            continue
+        expected = (correct / n, *wilson_interval(correct, n))
+        stored = [row.get(k) for k in ("accuracy", "ci_low", "ci_high")]
+        if not all(isinstance(v, (int, float)) and abs(v - e) <= 1e-9
+                   for v, e in zip(stored, expected)):
+            return (f"row {i}: accuracy/interval {stored} disagree with correct/n = "
+                    f"{correct}/{n}")
+        if outcomes is not None and outcomes[i] is not None:
+            try:
+                arrays = decode_outcomes(outcomes[i])
+            except ValueError as error:
+                return f"row {i}: {error}"
+            if len(arrays["correct"]) != n or int(arrays["correct"].sum()) != correct:
+                return (f"row {i}: per-example outcomes give {int(arrays['correct'].sum())}/"
+                        f"{len(arrays['correct'])}, the row says {correct}/{n}")
     return None
 
 
