@@ -16,7 +16,7 @@ import logging
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,10 @@ from torch import nn
 
 LOGGER = logging.getLogger("attacks")
 ENGINES = ("native", "torchattacks")
+THREATS = ("linf", "l2")
+# The plain options a front end (CLI flag, YAML field) may set; `Attack.resolve` checks them.
+OPTION_NAMES = ("eps", "steps", "alpha", "restarts", "engine", "threat", "version", "parts",
+                "n_iter")
 AMP_DTYPES = {None: None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
               "fp16": torch.float16, "float16": torch.float16}
 
@@ -51,6 +55,12 @@ def check_real(name: str, value: Any, *, low: float = 0.0, high: float = math.in
         raise AttackError(f"{name}={value!r} is out of range: it must lie in "
                           f"{bracket}{low:g}, {high:g}]")
     return value
+
+
+def check_eps(eps: Any, threat: str) -> float:
+    """eps in [0, 1] for L-inf (pixels span [0, 1]), in [0, inf) for L2; 0 is the clean point."""
+    return check_real("eps", eps, high=1.0 if threat == "linf" else math.inf,
+                      low_inclusive=True)
 
 
 def check_images(images: Any) -> torch.Tensor:
@@ -105,6 +115,15 @@ def check_logits(logits: Any, n: int, where: str) -> torch.Tensor:
 def check_finite_logits(logits: torch.Tensor, where: str) -> None:
     if not bool(torch.isfinite(logits).all()):
         raise AttackError(f"the model returned NaN or inf logits {where}")
+
+
+def _same_value(value: Any, expected: Any) -> bool:
+    """value == expected, with lists equal to tuples and True never equal to 1."""
+    if isinstance(value, bool) != isinstance(expected, bool):
+        return False
+    if isinstance(value, (list, tuple)) and isinstance(expected, (list, tuple)):
+        return tuple(value) == tuple(expected)
+    return value == expected
 
 
 # --------------------------------------------------------------------------- model helpers
@@ -232,15 +251,118 @@ class Attack:
     autocast for the gradient steps, `channels_last`, `compile`); engine="torchattacks" runs
     the torchattacks 3.5.1 class of the same algorithm. restarts>1 keeps, per example, the first
     restart that fools the model (fp32 prediction), else the one with the highest loss.
+
+    Each subclass describes itself with class attributes, so that front ends, the sweep and
+    reports need no per-name knowledge (`attacks.describe(name)` lists them):
+      name           registry key, e.g. "pgd"
+      title          human name for labels, e.g. "PGD"
+      threat         "linf" or "l2": the ball eps is measured in (the default one when the
+                     attack takes a `threat` option)
+      default_eps    budget used when none is given
+      default_steps  gradient steps per restart (the result row's `steps`); None when the
+                     attack has no single step count (AutoAttack: version, parts and n_iter)
+      strength       order of attack strength (FGSM 0 < PGD 1 < AutoAttack 2): at the same
+                     eps and threat a stronger attack scoring above a weaker one is flagged
+      uses_gradients its adversarial loss must exceed the clean loss (gradient-masking check)
+      engines        the engines it runs on; the first is the default
+      options        the plain options it takes besides eps and engine (from OPTION_NAMES);
+                     any other option is refused by `resolve`, never ignored
+      choices        allowed values of its options that are a closed set
     """
 
     name = "attack"
+    title = "Attack"
     threat = "linf"
+    default_eps: float = 8 / 255
+    default_steps: Optional[int] = 1
+    strength = 0
+    uses_gradients = True
     engines: Tuple[str, ...] = ENGINES
+    options: Tuple[str, ...] = ()
+    choices: Dict[str, Tuple[Any, ...]] = {}
+
+    # -- metadata: plain options -> constructor keyword arguments
+    @classmethod
+    def fixed_options(cls, given: Mapping[str, Any]) -> Dict[str, Tuple[Any, str]]:
+        """option -> (the value this attack fixes, why), for options it does not let one set
+        (given the other options). Giving such an option is accepted only at that value."""
+        fixed: Dict[str, Tuple[Any, str]] = {}
+        if "steps" not in cls.options:
+            fixed["steps"] = (cls.default_steps, f"it always runs {cls.default_steps} step"
+                              if cls.default_steps else "it has no step count")
+        if "restarts" not in cls.options:
+            fixed["restarts"] = (1, "it takes no restarts")
+        if "threat" not in cls.options:
+            fixed["threat"] = (cls.threat, f"it attacks the {cls.threat} ball")
+        return fixed
+
+    @classmethod
+    def rejects(cls, option: str, value: Any,
+                given: Optional[Mapping[str, Any]] = None) -> Optional[str]:
+        """Why `option=value` does not apply to this attack (given the other options), or None."""
+        if option == "eps":
+            return None
+        if option == "engine":
+            return None if value in cls.engines else f"its engines are {', '.join(cls.engines)}"
+        fixed = cls.fixed_options(given or {})
+        if option in fixed:
+            expected, why = fixed[option]
+            return None if _same_value(value, expected) else why
+        if option in cls.options:
+            return None
+        return "it takes " + ", ".join(("eps", "engine") + tuple(cls.options))
+
+    @classmethod
+    def resolve(cls, given: Mapping[str, Any]) -> Dict[str, Any]:
+        """Validated constructor keyword arguments from plain options (None: the default).
+        An option that does not apply to this attack is an AttackError, never ignored.
+        alpha stays None when not given: the constructor then uses eps/4 for each eps."""
+        given = {k: v for k, v in given.items() if v is not None}
+        unknown = sorted(set(given) - set(OPTION_NAMES))
+        if unknown:
+            raise AttackError(f"unknown option(s) {unknown} for attack {cls.name!r}; known: "
+                              f"{', '.join(OPTION_NAMES)}")
+        for option, value in given.items():
+            why = cls.rejects(option, value, given)
+            if why:
+                raise AttackError(f"option {option}={value!r} does not apply to attack "
+                                  f"{cls.name!r}: {why}")
+        threat = given.get("threat", cls.threat)
+        try:
+            kwargs: Dict[str, Any] = {"eps": check_eps(given.get("eps", cls.default_eps), threat),
+                                      "engine": given.get("engine", cls.engines[0])}
+            if "steps" in cls.options:
+                kwargs["steps"] = check_int("steps", given.get("steps", cls.default_steps))
+            if "alpha" in cls.options:
+                alpha = given.get("alpha")
+                kwargs["alpha"] = None if alpha is None else check_real(
+                    "alpha", alpha, high=1.0 if threat == "linf" else math.inf)
+            if "restarts" in cls.options:
+                kwargs["restarts"] = check_int("restarts", given.get("restarts", 1))
+        except AttackError as error:
+            raise AttackError(f"attack {cls.name!r}: {error}") from None
+        return kwargs
+
+    @classmethod
+    def label(cls, params: Optional[Mapping[str, Any]] = None) -> str:
+        """Human label for reports, e.g. "PGD-10", "FGSM", "PGD-10 (2 restarts)". params:
+        constructor keyword arguments (`resolve`'s result or `hyperparameters()` plus
+        restarts); missing ones take the class defaults."""
+        params = params or {}
+        text = cls.title
+        if "steps" in cls.options:
+            text += f"-{params.get('steps') or cls.default_steps}"
+        restarts = params.get("restarts") or 1
+        if "restarts" in cls.options and restarts > 1:
+            text += f" ({restarts} restarts)"
+        return text
 
     def __init__(self, model: nn.Module, *, restarts: int = 1, seed: int = 0,
                  targeted: bool = False, engine: str = "native", amp: Optional[str] = None,
-                 channels_last: bool = False, compile: Any = False):
+                 channels_last: bool = False, compile: Any = False, **unknown: Any):
+        if unknown:
+            raise AttackError(f"{type(self).__name__} takes no argument(s) "
+                              f"{', '.join(sorted(unknown))}")
         if not isinstance(model, nn.Module):
             raise AttackError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if engine not in self.engines:
@@ -277,9 +399,9 @@ class Attack:
         raise NotImplementedError
 
     @property
-    def steps_run(self) -> int:
-        """Gradient steps per restart (the schema's `steps`)."""
-        return int(getattr(self, "steps", 1))
+    def steps_run(self) -> Optional[int]:
+        """Gradient steps per restart (the schema's `steps`; None: no single step count)."""
+        return getattr(self, "steps", self.default_steps)
 
     # -- public
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -6,19 +6,28 @@ from typing import Any, Dict
 import torch
 from torch import nn
 
-from attacks.base import Attack, check_real
+from attacks.base import Attack, check_eps
+from attacks.registry import register
 
 
+@register
 class FGSM(Attack):
-    """x_adv = clamp(x + eps * sign(grad), 0, 1). `restarts` repeats the same deterministic
-    step, so it is accepted but only useful for symmetry with PGD."""
+    """FGSM: one signed-gradient step of size eps (L-inf).
+
+    x_adv = clamp(x + eps * sign(grad), 0, 1). Deterministic: restarts would repeat the same
+    step, so `resolve` (the front ends' path) refuses restarts > 1."""
 
     name = "fgsm"
+    title = "FGSM"
     threat = "linf"
+    default_eps = 8 / 255
+    default_steps = 1
+    strength = 0
+    engines = ("native", "torchattacks")
 
-    def __init__(self, model: nn.Module, eps: float = 8 / 255, **options: Any):
+    def __init__(self, model: nn.Module, eps: float = default_eps, **options: Any):
         super().__init__(model, **options)
-        self.eps = check_real("eps", eps, high=1.0, low_inclusive=True)
+        self.eps = check_eps(eps, self.threat)
 
     def hyperparameters(self) -> Dict[str, Any]:
         return {"eps": self.eps}

@@ -6,23 +6,33 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
-from attacks.base import Attack, AttackError, check_int, check_real
+from attacks.base import Attack, AttackError, check_eps, check_int, check_real
+from attacks.registry import register
 
 
+@register
 class PGD(Attack):
-    """L-inf PGD. alpha (step size) defaults to eps/4 (2/255 at 8/255, the paper's setting).
+    """PGD: random start in the L-inf ball, then signed-gradient steps projected back into it.
+
+    alpha (step size) defaults to eps/4 (2/255 at 8/255, the paper's setting).
 
     Each step: x <- x + alpha*sign(grad); x <- x0 + clamp(x - x0, -eps, eps); x <- clamp(x, 0, 1)
     -- the torchattacks formula, so the fp32 result is bit-identical for the same start.
     """
 
     name = "pgd"
+    title = "PGD"
     threat = "linf"
+    default_eps = 8 / 255
+    default_steps = 10
+    strength = 1
+    engines = ("native", "torchattacks")
+    options = ("steps", "alpha", "restarts")
 
-    def __init__(self, model: nn.Module, eps: float = 8 / 255, alpha: Optional[float] = None,
-                 steps: int = 10, random_start: bool = True, **options: Any):
+    def __init__(self, model: nn.Module, eps: float = default_eps, alpha: Optional[float] = None,
+                 steps: int = default_steps, random_start: bool = True, **options: Any):
         super().__init__(model, **options)
-        self.eps = check_real("eps", eps, high=1.0, low_inclusive=True)  # eps=0: clean point
+        self.eps = check_eps(eps, self.threat)  # eps=0: the clean point
         self.alpha = self.eps / 4 if alpha is None else check_real(
             "alpha", alpha, high=1.0, low_inclusive=self.eps == 0)
         self.steps = check_int("steps", steps)

@@ -6,21 +6,31 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
-from attacks.base import Attack, AttackError, check_int, check_real
+from attacks.base import Attack, AttackError, check_eps, check_int, check_real
+from attacks.registry import register
 
 
+@register
 class PGDL2(Attack):
-    """L2 PGD; alpha defaults to eps/4. The step, projection and random start (direction
-    ~ N(0, I), radius ~ U(0, eps)) follow torchattacks.PGDL2 operation for operation."""
+    """L2 PGD: random start in the L2 ball, then normalised-gradient steps projected back.
+
+    alpha defaults to eps/4. The step, projection and random start (direction ~ N(0, I),
+    radius ~ U(0, eps)) follow torchattacks.PGDL2 operation for operation."""
 
     name = "pgd_l2"
+    title = "L2 PGD"
     threat = "l2"
+    default_eps = 0.5
+    default_steps = 10
+    strength = 1
+    engines = ("native", "torchattacks")
+    options = ("steps", "alpha", "restarts")
 
-    def __init__(self, model: nn.Module, eps: float = 0.5, alpha: Optional[float] = None,
-                 steps: int = 10, random_start: bool = True, eps_for_division: float = 1e-10,
-                 **options: Any):
+    def __init__(self, model: nn.Module, eps: float = default_eps, alpha: Optional[float] = None,
+                 steps: int = default_steps, random_start: bool = True,
+                 eps_for_division: float = 1e-10, **options: Any):
         super().__init__(model, **options)
-        self.eps = check_real("eps", eps, low_inclusive=True)  # eps=0: the clean point
+        self.eps = check_eps(eps, self.threat)  # eps=0: the clean point
         self.alpha = self.eps / 4 if alpha is None else check_real(
             "alpha", alpha, low_inclusive=self.eps == 0)
         self.steps = check_int("steps", steps)

@@ -1,13 +1,14 @@
 """An eps sweep in one call: robust accuracy per (attack, eps) as long-format rows.
 
 The rows carry the result schema's attack columns (benchmark, attack, threat, eps, steps,
-restarts, seed, n, correct, accuracy) plus seconds, params (JSON: engine, alpha, the attack's
-repr, clean accuracy) and warnings; the hub adds the CI and identity columns.
+restarts, seed, n, correct, accuracy) plus seconds, params (JSON: engine, label, alpha, the
+attack's repr, clean accuracy) and warnings; the hub adds the CI and identity columns.
 
 Warnings flag the usual signs of a broken evaluation or of gradient masking: robust accuracy
-above clean accuracy, a stronger attack (PGD, AutoAttack) scoring above a weaker one (FGSM)
-at the same eps, accuracy rising with eps, zero or NaN input gradients, a final loss not above
-the clean loss, and a PGD loss that did not increase over the steps.
+above clean accuracy, a stronger attack (higher `strength`: PGD, AutoAttack) scoring above a
+weaker one (FGSM) at the same eps and threat, accuracy rising with eps, zero or NaN input
+gradients, a final loss not above the clean loss (attacks with `uses_gradients`), and a PGD
+loss that did not increase over the steps. All of it comes from the attacks' metadata.
 """
 from __future__ import annotations
 
@@ -22,21 +23,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacks.base import (AttackError, AttackStats, check_finite_logits, check_images,
+from attacks.base import (Attack, AttackError, AttackStats, check_finite_logits, check_images,
                           check_int, check_labels, check_logits, derive_seed, eval_mode,
                           model_device_dtype, predict_logits)
+from attacks.fgsm import FGSM
+from attacks.registry import ATTACKS, attack_class
 
 LOGGER = logging.getLogger("attacks.sweep")
 SWEEP_COLUMNS = ["benchmark", "attack", "threat", "eps", "steps", "restarts", "seed", "n",
                  "correct", "accuracy", "seconds", "params", "warnings"]
-# A stronger attack scoring above a weaker one at the same eps is a red flag.
-STRENGTH_ORDER = {"fgsm": 0, "pgd": 1, "autoattack": 2}
-GRADIENT_ATTACKS = ("fgsm", "pgd", "pgd_l2")
 
 
 def parse_attack_names(attack: Union[str, Sequence[str]]) -> List[str]:
-    from attacks import ATTACKS
-
     names = [a.strip() for a in attack.split(",")] if isinstance(attack, str) else list(attack)
     names = [n for n in names if n]
     if not names:
@@ -49,26 +47,28 @@ def parse_attack_names(attack: Union[str, Sequence[str]]) -> List[str]:
     return names
 
 
-def build_attack(model: nn.Module, name: str, eps: float, *, steps: int, alpha: Optional[float],
-                 restarts: int, seed: int, engine: str, amp: Optional[str],
-                 channels_last: bool, compile: Any, options: Mapping[str, Any]):
-    """One configured attack for the sweep (validates every hyper-parameter)."""
-    from attacks import ATTACKS
-
-    cls = ATTACKS[name]
+def build_attack(model: nn.Module, name: str, eps: float, *, steps: Optional[int] = None,
+                 alpha: Optional[float] = None, restarts: Optional[int] = None, seed: int = 0,
+                 engine: Optional[str] = None, amp: Optional[str] = None,
+                 channels_last: bool = False, compile: Any = False,
+                 options: Optional[Mapping[str, Any]] = None) -> Attack:
+    """One configured attack of a sweep. The sweep-wide steps, alpha, restarts and engine are
+    shared settings: each reaches the attacks that take it (FGSM runs one step, AutoAttack
+    its own engine and, unless version='custom', its own restarts). `options` are this
+    attack's own constructor keyword arguments; they win, and the constructor checks them."""
+    cls = attack_class(name)
+    options = dict(options or {})
     kwargs: Dict[str, Any] = {"seed": seed}
-    if name == "autoattack":
-        if options.get("version") == "custom":  # other versions fix their own restarts
-            kwargs.update(restarts=restarts)
-    else:
-        kwargs.update(engine=engine)
-        if engine == "native":
-            kwargs.update(amp=amp, channels_last=channels_last, compile=compile)
-        if name == "fgsm":
-            kwargs.update(restarts=1)  # FGSM is deterministic: restarts repeat the same step
-        else:
-            kwargs.update(steps=steps, alpha=alpha, restarts=restarts)
+    for key, value in (("engine", engine), ("steps", steps), ("alpha", alpha),
+                       ("restarts", restarts)):
+        if (value is not None and key not in options and (key == "engine" or key in cls.options)
+                and cls.rejects(key, value, options) is None):
+            kwargs[key] = value
     kwargs.update(options)
+    if kwargs.get("engine", cls.engines[0]) == "native":
+        kwargs.setdefault("amp", amp)
+        kwargs.setdefault("channels_last", channels_last)
+        kwargs.setdefault("compile", compile)
     return cls(model, eps=eps, **kwargs)
 
 
@@ -86,8 +86,9 @@ def _within_threat(adv: torch.Tensor, images: torch.Tensor, threat: str, eps: fl
 
 def eps_sweep(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
               attack: Union[str, Sequence[str]] = "pgd", eps_list: Sequence[float] = (8 / 255,),
-              steps: int = 10, alpha: Optional[float] = None, restarts: int = 1, seed: int = 0,
-              engine: str = "native", batch_size: int = 256,
+              steps: Optional[int] = None, alpha: Optional[float] = None,
+              restarts: Optional[int] = None, seed: int = 0, engine: Optional[str] = None,
+              batch_size: int = 256,
               device: Optional[Union[str, torch.device]] = None, *, amp: Optional[str] = None,
               channels_last: bool = False, compile: Any = False,
               options: Optional[Mapping[str, Mapping[str, Any]]] = None,
@@ -96,13 +97,16 @@ def eps_sweep(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
     images: uint8 (converted per batch) or float in [0, 1], (N, C, H, W); labels: int (N,).
     attack: a name, "fgsm,pgd", or a list; running several in one sweep enables the
-    cross-attack warnings. alpha defaults to eps/4 per eps. options: per-attack extra keyword
-    arguments, e.g. {"autoattack": {"version": "custom", "attacks": ["apgd-ce"], "n_iter": 10}}.
+    cross-attack warnings. steps, alpha, restarts, engine: shared settings, each reaching the
+    attacks that take it (see build_attack); None: each attack's default (alpha: eps/4 per
+    eps). options: per-attack constructor keyword arguments, e.g. resolve_options' result
+    without eps, or {"autoattack": {"version": "custom", "attacks": ["apgd-ce"], "n_iter": 10}}.
     device: where to compute (the model is moved there if it lives elsewhere).
     The random start of batch b uses seed for b=0 and derive_seed(seed, "batch", start) after,
     so results depend on batch_size but not on the engine.
-    reference_fgsm: when PGD runs without FGSM, also run FGSM (one step, ~10 % of PGD-10) so
-    that "PGD above FGSM" is still checked; it adds no row.
+    reference_fgsm: when a stronger attack of FGSM's threat (PGD, AutoAttack) runs without
+    FGSM, also run FGSM (one step, ~10 % of PGD-10) so that "stronger above FGSM" is still
+    checked; it adds no row.
     """
     names = parse_attack_names(attack)
     if isinstance(eps_list, (int, float)):
@@ -118,6 +122,9 @@ def eps_sweep(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     unknown = set(options) - set(names)
     if unknown:
         raise AttackError(f"options given for attacks not in the sweep: {sorted(unknown)}")
+    for name, extra in options.items():
+        if "eps" in extra:
+            raise AttackError(f"options[{name!r}] sets eps; the sweep's eps come from eps_list")
 
     if device is not None:
         device = torch.device(device)
@@ -135,14 +142,14 @@ def eps_sweep(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
         check_images(images)
     labels = check_labels(labels, images.shape[0])
 
-    run_names = list(names)
-    if reference_fgsm and "pgd" in names and "fgsm" not in names:
-        run_names.append("fgsm")
-    attacks = {(name, eps): build_attack(model, name, eps, steps=steps, alpha=alpha,
-                                         restarts=restarts, seed=seed, engine=engine, amp=amp,
-                                         channels_last=channels_last, compile=compile,
-                                         options=options.get(name, {}))
-               for name in run_names for eps in eps_values}
+    shared = dict(steps=steps, alpha=alpha, restarts=restarts, seed=seed, engine=engine,
+                  amp=amp, channels_last=channels_last, compile=compile)
+    attacks = {(name, eps): build_attack(model, name, eps, options=options.get(name), **shared)
+               for name in names for eps in eps_values}
+    if reference_fgsm and FGSM.name not in names and any(
+            a.threat == FGSM.threat and a.strength > FGSM.strength for a in attacks.values()):
+        attacks.update({(FGSM.name, eps): build_attack(model, FGSM.name, eps, **shared)
+                        for eps in eps_values})
     correct = {key: 0 for key in attacks}
     adv_loss = {key: 0.0 for key in attacks}
     seconds = {key: 0.0 for key in attacks}
@@ -179,9 +186,10 @@ def eps_sweep(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
         if name not in names:
             continue  # the hidden FGSM reference
         key = (name, eps)
+        hyper = atk.hyperparameters()
         params = {"engine": atk.engine, "attack_repr": repr(atk), "clean_correct": clean_correct,
-                  "batch_size": batch_size, **{k: v for k, v in atk.hyperparameters().items()
-                                               if k not in ("eps", "steps")}}
+                  "batch_size": batch_size, "label": atk.label({**hyper, "restarts": atk.restarts}),
+                  **{k: v for k, v in hyper.items() if k not in ("eps", "steps")}}
         rows.append({
             "benchmark": "attack", "attack": name, "threat": atk.threat, "eps": eps,
             "steps": atk.steps_run, "restarts": atk.restarts, "seed": seed, "n": n,
@@ -190,8 +198,8 @@ def eps_sweep(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
             "warnings": "",
         })
     frame = pd.DataFrame(rows, columns=SWEEP_COLUMNS)
-    notes = _warnings(frame, correct, clean_correct, clean_loss / n, clean_zero, clean_nan,
-                      {k: v / n for k, v in adv_loss.items()}, stats)
+    notes = _warnings(frame, attacks, correct, clean_correct, clean_loss / n, clean_zero,
+                      clean_nan, {k: v / n for k, v in adv_loss.items()}, stats)
     frame["warnings"] = ["; ".join(notes[(r.attack, r.eps)]) for r in frame.itertuples()]
     for r in frame.itertuples():
         LOGGER.info("%s eps=%.6g: robust accuracy %d/%d (clean %d) in %.1f s", r.attack, r.eps,
@@ -222,7 +230,8 @@ def _clean_pass(model: nn.Module, x: torch.Tensor, y: torch.Tensor
     return logits.detach(), grad
 
 
-def _warnings(frame: pd.DataFrame, accuracy: Dict[Tuple[str, float], int], clean_correct: int,
+def _warnings(frame: pd.DataFrame, attacks: Dict[Tuple[str, float], Attack],
+              accuracy: Dict[Tuple[str, float], int], clean_correct: int,
               clean_loss: float, clean_zero: int, clean_nan: int,
               adv_loss: Dict[Tuple[str, float], float],
               stats: Dict[Tuple[str, float], AttackStats]) -> Dict[Tuple[str, float], List[str]]:
@@ -234,19 +243,19 @@ def _warnings(frame: pd.DataFrame, accuracy: Dict[Tuple[str, float], int], clean
         if r.correct > clean_correct:
             found.append(f"robust accuracy {r.correct}/{n} above clean accuracy "
                          f"{clean_correct}/{n}")
-        rank = STRENGTH_ORDER.get(r.attack)
-        if rank is not None:
-            for weaker, weaker_rank in STRENGTH_ORDER.items():
-                other = accuracy.get((weaker, r.eps))
-                if weaker_rank < rank and other is not None and r.correct > other:
-                    found.append(f"{r.attack} accuracy {r.correct}/{n} above {weaker} "
-                                 f"{other}/{n} at the same eps")
+        atk = attacks[key]
+        for (weaker, eps), other_atk in attacks.items():
+            other = accuracy[(weaker, eps)]
+            if (eps == r.eps and other_atk.threat == atk.threat
+                    and other_atk.strength < atk.strength and r.correct > other):
+                found.append(f"{r.attack} accuracy {r.correct}/{n} above {weaker} "
+                             f"{other}/{n} at the same eps")
         smaller = [(e, c) for (a, e), c in accuracy.items() if a == r.attack and e < r.eps]
         for eps, other in smaller:
             if r.correct > other:
                 found.append(f"accuracy {r.correct}/{n} above the {other}/{n} at the smaller "
                              f"eps {eps:.6g}")
-        if r.attack in GRADIENT_ATTACKS and r.eps > 0 and not adv_loss[key] > clean_loss:
+        if atk.uses_gradients and r.eps > 0 and not adv_loss[key] > clean_loss:
             found.append(f"adversarial loss {adv_loss[key]:.4g} not above the clean loss "
                          f"{clean_loss:.4g} (gradient masking?)")
         if clean_nan:

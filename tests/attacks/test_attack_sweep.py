@@ -2,6 +2,7 @@
 AutoAttack through pyautoattack."""
 import json
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -181,7 +182,11 @@ def test_autoattack_in_a_sweep_with_cheap_options(trained):
                       steps=10, seed=0, options={"autoattack": {
                           "version": "custom", "attacks": ["apgd-ce", "apgd-t"], "n_iter": 5}})
     row = frame.set_index("attack").loc["autoattack"]
-    assert row["steps"] == 5 and row["threat"] == "linf"
+    assert pd.isna(row["steps"]) and row["threat"] == "linf"  # n_iter is not a step count
+    params = json.loads(row["params"])
+    assert (params["version"], params["attacks"], params["n_iter"]) == (
+        "custom", ["apgd-ce", "apgd-t"], 5)
+    assert params["label"] == "AutoAttack (custom: apgd-ce, apgd-t, n_iter 5)"
     assert row["correct"] <= frame.set_index("attack").loc["pgd", "correct"] + 2
 
 
@@ -198,18 +203,20 @@ def test_autoattack_refuses_unsafe_configurations(trained):
     model, _ = trained
     with pytest.raises(AttackError, match="explicit integer seed"):
         AutoAttack(model, seed=None)
-    with pytest.raises(AttackError, match="needs version='custom'"):
+    with pytest.raises(AttackError, match="version 'standard' fixes parts"):
         AutoAttack(model, attacks=["apgd-ce"])
-    with pytest.raises(AttackError, match="needs attacks="):
+    with pytest.raises(AttackError, match="version 'custom' needs parts"):
         AutoAttack(model, version="custom")
-    with pytest.raises(AttackError, match="unknown AutoAttack part"):
+    with pytest.raises(AttackError, match="unknown autoattack part"):
         AutoAttack(model, version="custom", attacks=["pgd"])
-    with pytest.raises(AttackError, match="norm must be"):
+    with pytest.raises(AttackError, match=r"threat \(norm\) must be one of linf, l2, l1"):
         AutoAttack(model, norm="Linf2")
     with pytest.raises(AttackError, match="out of range"):
         AutoAttack(model, eps=2.0)
-    with pytest.raises(AttackError, match="restarts= needs version='custom'"):
+    with pytest.raises(AttackError, match="version 'standard' fixes restarts at 1"):
         AutoAttack(model, restarts=3)
+    with pytest.raises(AttackError, match="version 'standard' fixes n_iter at 100"):
+        AutoAttack(model, n_iter=10)
     assert AutoAttack(model, version="plus").restarts == 5
     with pytest.raises(AttackError, match="float32 model"):
         AutoAttack(nn.Linear(3, 2).double())(torch.rand(2, 3), torch.zeros(2, dtype=torch.long))
