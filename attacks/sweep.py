@@ -92,7 +92,8 @@ def eps_sweep(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
               device: Optional[Union[str, torch.device]] = None, *, amp: Optional[str] = None,
               channels_last: bool = False, compile: Any = False,
               options: Optional[Mapping[str, Mapping[str, Any]]] = None,
-              reference_fgsm: bool = True) -> pd.DataFrame:
+              reference_fgsm: bool = True,
+              predictions: Optional[Dict[Any, torch.Tensor]] = None) -> pd.DataFrame:
     """Robust accuracy of `model` for every (attack, eps); one row each.
 
     images: uint8 (converted per batch) or float in [0, 1], (N, C, H, W); labels: int (N,).
@@ -107,6 +108,8 @@ def eps_sweep(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     reference_fgsm: when a stronger attack of FGSM's threat (PGD, AutoAttack) runs without
     FGSM, also run FGSM (one step, ~10 % of PGD-10) so that "stronger above FGSM" is still
     checked; it adds no row.
+    predictions: a dict to receive per-example top-1 predictions (CPU int64): key "clean" and
+    each (attack, eps).
     """
     names = parse_attack_names(attack)
     if isinstance(eps_list, (int, float)):
@@ -157,6 +160,7 @@ def eps_sweep(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     clean_correct, clean_loss, clean_zero, clean_nan = 0, 0.0, 0, 0
     n = images.shape[0]
 
+    batch_predictions: Dict[Any, List[torch.Tensor]] = {"clean": []}
     for start in range(0, n, batch_size):
         x = images[start:start + batch_size].to(device)
         x = x.to(dtype) / 255 if x.dtype == torch.uint8 else x.to(dtype)
@@ -165,6 +169,7 @@ def eps_sweep(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
         with eval_mode(model):
             logits, grad = _clean_pass(model, x, y)
         clean_correct += int((logits.argmax(1) == y).sum())
+        batch_predictions["clean"].append(logits.argmax(1).cpu())
         clean_loss += float(F.cross_entropy(logits.float(), y, reduction="sum"))
         flat = grad.flatten(1)
         clean_nan += int(torch.isnan(flat).any(1).sum())
@@ -177,6 +182,7 @@ def eps_sweep(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
             seconds[key] += _now(device) - began
             _within_threat(adv, x, atk.threat, atk.eps)
             correct[key] += int((adv_logits.argmax(1) == y).sum())
+            batch_predictions.setdefault(key, []).append(adv_logits.argmax(1).cpu())
             adv_loss[key] += float(F.cross_entropy(adv_logits.float(), y, reduction="sum"))
             if atk.last_stats is not None:
                 stats[key].merge(atk.last_stats)
@@ -206,6 +212,8 @@ def eps_sweep(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                     r.correct, n, clean_correct, r.seconds)
         for note in notes[(r.attack, r.eps)]:
             LOGGER.warning("%s eps=%.6g: %s", r.attack, r.eps, note)
+    if predictions is not None:  # per-example outcomes, for paired comparisons
+        predictions.update({k: torch.cat(v) for k, v in batch_predictions.items()})
     return frame
 
 

@@ -17,7 +17,6 @@ from robust_eval.schema import make_row
 
 from robust_eval.evaluate import Benchmark, CellPlan, register_benchmark
 
-DEFAULT_EPS = {"fgsm": 8 / 255, "pgd": 8 / 255, "pgd_l2": 0.5, "autoattack": 8 / 255}
 
 
 def parse_number(text: str, what: str = "value") -> float:
@@ -52,8 +51,9 @@ def parse_eps_list(text: str) -> List[float]:
 
 def run_attack_cells(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
                      attacks: Union[str, Sequence[str]], eps_list: Optional[Sequence[float]] = None,
-                     steps: int = 10, alpha: Optional[float] = None, restarts: int = 1,
-                     seed: int = 0, engine: str = "native", batch_size: int = 256,
+                     steps: Optional[int] = None, alpha: Optional[float] = None,
+                     restarts: Optional[int] = None, seed: int = 0,
+                     engine: Optional[str] = None, batch_size: int = 256,
                      device: Union[str, torch.device, None] = None,
                      base: Optional[Mapping[str, Any]] = None,
                      options: Optional[Mapping[str, Mapping[str, Any]]] = None,
@@ -65,12 +65,13 @@ def run_attack_cells(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     passes amp=/channels_last=/compile= to the native engine; `options` per-attack keyword
     arguments (e.g. {"autoattack": {"version": "custom", "attacks": ["apgd-ce"]}}).
     """
+    import attacks as leaf
     from attacks.sweep import eps_sweep, parse_attack_names
 
     names = parse_attack_names(attacks)
     groups: Dict[tuple, List[str]] = {}
     for name in names:  # one sweep per eps list, so defaults may differ by threat
-        key = tuple(eps_list) if eps_list else (DEFAULT_EPS[name],)
+        key = tuple(eps_list) if eps_list else (leaf.describe(name)["default_eps"],)
         groups.setdefault(key, []).append(name)
     base = dict(base or {})
     base.pop("benchmark", None)
@@ -90,29 +91,39 @@ def run_attack_cells(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     return rows
 
 
-def attack_measurements(model, images, labels, *, attack: str, eps: float, steps, alpha,
-                        restarts: int, seed: int, engine: str, batch_size: int, device,
-                        options: Optional[Mapping[str, Any]] = None) -> List[Dict[str, Any]]:
-    """One (attack, eps) cell as measurements: counts, warnings and the sweep's parameters."""
+OPTIONS = ("steps", "alpha", "restarts", "engine", "threat", "version", "parts", "n_iter")
+
+
+def attack_measurements(model, images, labels, *, attack: str, eps: float,
+                        options: Mapping[str, Any], seed: int, batch_size: int, device
+                        ) -> List[Dict[str, Any]]:
+    """One (attack, eps) cell as a measurement: counts, per-example outcomes (with the clean
+    prediction), the sweep's warnings and parameters. `options`: attacks.resolve_options'
+    constructor arguments without eps."""
     import json
 
     from attacks.sweep import eps_sweep
 
-    frame = eps_sweep(model, images, labels, attack=[attack], eps_list=[eps], steps=steps or 1,
-                      alpha=alpha, restarts=restarts, seed=seed, engine=engine,
-                      batch_size=batch_size, device=device,
-                      options={attack: dict(options)} if options else None)
+    predictions: Dict[Any, torch.Tensor] = {}
+    frame = eps_sweep(model, images, labels, attack=[attack], eps_list=[eps], seed=seed,
+                      batch_size=batch_size, device=device, options={attack: dict(options)},
+                      predictions=predictions)
     record = frame.to_dict("records")[0]
+    labels = labels.cpu()
     return [{"correct": int(record["correct"]), "n": int(record["n"]),
              "warnings": record.get("warnings"),
+             "outcomes": {"label": labels, "pred": predictions[(attack, eps)],
+                          "clean_pred": predictions["clean"]},
              "details": json.loads(record["params"]) if record.get("params") else {}}]
 
 
 @register_benchmark
 class Attack(Benchmark):
+    """What an attack takes (default eps and steps, threat, which options and engines apply)
+    comes from its class in the attacks leaf, so adding an attack needs no change here."""
+
     name = "attack"
-    fields = ("attack", "eps", "steps", "alpha", "restarts", "engine", "threat", "version",
-              "parts", "n_iter")
+    fields = ("attack", "eps") + OPTIONS
     help = "robust accuracy under FGSM, PGD (L-inf, L2) or AutoAttack, per eps"
 
     @property
@@ -135,14 +146,13 @@ class Attack(Benchmark):
         group.add_argument("--seed", type=int, default=0,
                            help="seed of the random starts (default 0)")
         group.add_argument("--engine", default=None,
-                           help="native (this package's batched loop) or torchattacks "
-                                "(reference); FGSM and PGD only")
+                           help="FGSM/PGD: native (default) or torchattacks (reference)")
         group.add_argument("--aa-version", default=None,
                            help="AutoAttack version: standard (default), plus, rand or custom")
-        group.add_argument("--aa-attacks", default=None,
+        group.add_argument("--aa-parts", "--aa-attacks", dest="aa_parts", default=None,
                            help="AutoAttack parts for --aa-version custom, e.g. apgd-ce,apgd-t")
         group.add_argument("--aa-n-iter", type=int, default=None,
-                           help="AutoAttack iterations per part (custom version)")
+                           help="AutoAttack iterations per part (--aa-version custom)")
 
     def options_from_args(self, args, cli_name):
         raw: Dict[str, Any] = {"type": self.name, "attack": cli_name, "seed": args.seed}
@@ -152,90 +162,71 @@ class Attack(Benchmark):
             if getattr(args, key) is not None:
                 raw[key] = getattr(args, key)
         if cli_name == "autoattack":
-            for flag, key in (("aa_version", "version"), ("aa_n_iter", "n_iter")):
+            for flag, key in (("aa_version", "version"), ("aa_n_iter", "n_iter"),
+                              ("aa_parts", "parts")):
                 if getattr(args, flag) is not None:
                     raw[key] = getattr(args, flag)
-            if args.aa_attacks:
-                raw["parts"] = [a.strip() for a in args.aa_attacks.split(",") if a.strip()]
         return raw
 
     def parse(self, raw, check, path, job_seed):
         import attacks
 
         name = check.choice(raw.get("attack"), f"{path}.attack", tuple(attacks.ATTACKS))
-        options: Dict[str, Any] = {"attack": name}
-        eps = raw.get("eps", DEFAULT_EPS.get(name))
-        eps = check.sequence(eps, f"{path}.eps", allow_scalar=True)
-        options["eps"] = [check.number(e, f"{path}.eps[{i}]", minimum=0)
-                          for i, e in enumerate(eps)]
-        gradient = name != "autoattack"
-        if "steps" in raw:
-            options["steps"] = check.integer(raw["steps"], f"{path}.steps", minimum=1)
-            if name == "fgsm" and options["steps"] != 1:
-                raise check.fail(f"{path}.steps", "fgsm is one step; steps does not apply")
-            if name == "autoattack":
-                raise check.fail(f"{path}.steps", "autoattack takes n_iter, not steps")
-        else:
-            options["steps"] = 10 if name in ("pgd", "pgd_l2") else (1 if gradient else None)
-        options["alpha"] = (check.number(raw["alpha"], f"{path}.alpha", minimum=0)
-                            if raw.get("alpha") is not None else None)
-        options["restarts"] = check.integer(raw.get("restarts", 1), f"{path}.restarts",
-                                            minimum=1)
-        if gradient:
-            options["engine"] = check.choice(raw.get("engine", "native"), f"{path}.engine",
-                                             ("native", "torchattacks"))
-        elif raw.get("engine", "autoattack") != "autoattack":
-            raise check.fail(f"{path}.engine", f"{name} runs on its own engine; "
-                                               f"{raw['engine']!r} does not apply")
-        else:
-            options["engine"] = "autoattack"
-        threat = "l2" if name == "pgd_l2" else "linf"
-        options["threat"] = check.choice(raw.get("threat", threat), f"{path}.threat", (threat,))
-        aa: Dict[str, Any] = {}
-        for key in ("version", "parts", "n_iter"):
-            if key in raw and name != "autoattack":
-                raise check.fail(f"{path}.{key}", f"applies to autoattack, not {name}")
-        if "version" in raw:
-            aa["version"] = check.choice(raw["version"], f"{path}.version",
-                                         ("standard", "plus", "rand", "custom"))
-        if "parts" in raw:
-            aa["parts"] = [check.string(v, f"{path}.parts[{i}]") for i, v in
-                           enumerate(check.sequence(raw["parts"], f"{path}.parts",
-                                                    allow_scalar=True))]
-        if "n_iter" in raw:
-            aa["n_iter"] = check.integer(raw["n_iter"], f"{path}.n_iter", minimum=1)
-        options["autoattack"] = aa
-        return options
+        eps = check.sequence(raw.get("eps", attacks.describe(name)["default_eps"]),
+                             f"{path}.eps", allow_scalar=True)
+        eps = [check.number(e, f"{path}.eps[{i}]", minimum=0) for i, e in enumerate(eps)]
+        given: Dict[str, Any] = {}
+        for key in OPTIONS:
+            if key not in raw:
+                continue
+            value = raw[key]
+            if key in ("steps", "restarts", "n_iter"):
+                value = check.integer(value, f"{path}.{key}", minimum=1)
+            elif key == "alpha":
+                value = check.number(value, f"{path}.alpha", minimum=0)
+            elif key == "parts" and not isinstance(value, str):
+                value = [check.string(v, f"{path}.parts[{i}]") for i, v in
+                         enumerate(check.sequence(value, f"{path}.parts"))]
+            given[key] = value
+        resolved = None
+        for i, value in enumerate(eps):
+            try:
+                resolved = attacks.resolve_options(name, eps=value, **given)
+            except attacks.AttackError as error:
+                field = next((k for k in given if f" {k}" in str(error)), f"eps[{i}]")
+                raise check.fail(f"{path}.{field}", str(error)) from None
+        resolved.pop("eps")
+        return {"attack": name, "eps": eps, "options": resolved}
 
     def expand(self, options, seed, dataset_kind=None):
         for eps in options["eps"]:
-            params = {k: options[k] for k in ("attack", "steps", "alpha", "restarts", "engine",
-                                              "threat")}
-            params["eps"] = eps
-            if options["autoattack"]:
-                params["autoattack"] = options["autoattack"]
-            yield CellPlan(params, seed)
+            yield CellPlan({"attack": options["attack"], "eps": eps, **options["options"]}, seed)
+
+    def _class(self, params):
+        import attacks
+
+        return attacks.ATTACKS[params["attack"]]
 
     def columns(self, params):
-        return {"attack": params["attack"], "threat": params["threat"], "eps": params["eps"],
-                "steps": params["steps"], "restarts": params["restarts"]}
+        cls = self._class(params)
+        return {"attack": params["attack"], "threat": params.get("threat", cls.threat),
+                "eps": params["eps"], "steps": params.get("steps", cls.default_steps),
+                "restarts": params.get("restarts", 1)}
 
     def label(self, params, seed):
         from reports.stats import eps_label
 
-        return f"{params['attack']} eps={eps_label(params['eps'])}"
+        options = {k: v for k, v in params.items() if k not in ("attack", "eps")}
+        return f"{self._class(params).label(options)} eps={eps_label(params['eps'])}"
 
     def run(self, cell, ctx):
-        p = cell["params"]
+        p = dict(cell["params"])
+        name, eps = p.pop("attack"), p.pop("eps")
         data = ctx.data()
-        aa = dict(p.get("autoattack") or {})
-        if "parts" in aa:
-            aa["attacks"] = aa.pop("parts")
-        return attack_measurements(
-            ctx.model(), data.images, data.labels, attack=p["attack"], eps=p["eps"],
-            steps=p["steps"], alpha=p["alpha"], restarts=p["restarts"], seed=cell["seed"],
-            engine=p["engine"], batch_size=ctx.batch_size, device=ctx.device, options=aa)
+        return attack_measurements(ctx.model(), data.images, data.labels, attack=name, eps=eps,
+                                   options=p, seed=cell["seed"], batch_size=ctx.batch_size,
+                                   device=ctx.device)
 
 
-__all__ = ["DEFAULT_EPS", "attack_measurements", "parse_eps_list", "parse_number",
+__all__ = ["attack_measurements", "parse_eps_list", "parse_number",
            "run_attack_cells"]

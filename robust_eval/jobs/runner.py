@@ -259,7 +259,7 @@ def run_job(config: Union[str, Path, JobConfig], out_dir: Union[str, Path], *,
     handler = _setup_log(out_dir)
     try:
         LOG.info("run %s -> %s (code %s)", config.source, out_dir, code_version)
-        if any(p["spec"].source == "train" for p in prepared.values()):
+        if any(m.source == "train" for m in config.models):
             prepared = prepare_models(config, device=device, train=True, echo=echo)
             cells = plan(config, prepared, code_version)
             new_index = merge_index(index, cells, prepared, accumulate=accumulate,

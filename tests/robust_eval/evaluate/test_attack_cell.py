@@ -1,6 +1,5 @@
 """The attack plug-in of `robust-eval evaluate`, attacks on ConvNorm models, and the two engines
 on the real pretrained ResNet-20 (../shared/data)."""
-import argparse
 import copy
 import json
 from types import SimpleNamespace
@@ -13,6 +12,7 @@ from torch import nn
 from attacks import ATTACKS, FGSM, PGD, AutoAttack
 from attacks.sweep import eps_sweep
 from robust_eval.evaluate import attack as plugin
+from robust_eval.evaluate import cli_names
 from robust_eval.registry import Registry
 from robust_eval.schema import COLUMNS, to_frame
 
@@ -60,27 +60,17 @@ def test_hub_registry_view_of_attacks():
         registry.get("pdg")
 
 
-# --------------------------------------------------------------------------- CLI plug-in
-def parser_with_plugin(existing_seed=False):
-    parser = argparse.ArgumentParser()
-    if existing_seed:
-        parser.add_argument("--seed", type=int, default=5)
-    plugin.add_arguments(parser)
-    return parser
-
-
-def test_flags_and_fractions():
-    args = parser_with_plugin().parse_args(
-        "--eps 2/255,4/255,0.03 --steps 7 --alpha 1/255 --restarts 2 --seed 3 "
-        "--engine torchattacks".split())
-    assert args.eps == [2 / 255, 4 / 255, 0.03]
-    assert (args.steps, args.alpha, args.restarts, args.seed, args.engine) == (
-        7, 1 / 255, 2, 3, "torchattacks")
-    defaults = parser_with_plugin().parse_args([])
-    assert (defaults.eps, defaults.steps, defaults.alpha, defaults.restarts, defaults.seed,
-            defaults.engine) == (None, 10, None, 1, 0, "native")
-    assert parser_with_plugin(existing_seed=True).parse_args([]).seed == 5  # shared, no clash
-    assert plugin.BENCHMARK_NAMES == ("fgsm", "pgd", "pgd_l2", "autoattack")
+# --------------------------------------------------------------------------- the benchmark type
+def test_flags_become_the_config_options_and_fractions_parse(flags):
+    raw = flags("pgd", "--eps 2/255,4/255,0.03 --steps 7 --alpha 1/255 --restarts 2 --seed 3 "
+                       "--engine torchattacks".split())
+    assert raw == {"type": "attack", "attack": "pgd", "seed": 3, "eps": [2 / 255, 4 / 255, 0.03],
+                   "steps": 7, "alpha": 1 / 255, "restarts": 2, "engine": "torchattacks"}
+    assert flags("fgsm", []) == {"type": "attack", "attack": "fgsm", "seed": 0}
+    assert flags("autoattack", "--aa-version custom --aa-parts apgd-ce --aa-n-iter 10".split()) \
+        == {"type": "attack", "attack": "autoattack", "seed": 0, "version": "custom",
+            "parts": "apgd-ce", "n_iter": 10}
+    assert set(cli_names()) >= {"fgsm", "pgd", "pgd_l2", "autoattack"}
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -90,56 +80,63 @@ def test_flags_and_fractions():
     ("--eps=-1/255", "must be a finite number >= 0"),
     ("--eps inf", "must be a finite number"),
     ("--eps ,", "at least one value"),
-    ("--steps 0", "must be >= 1"),
-    ("--steps 2.5", "not an integer"),
-    ("--restarts 0", "must be >= 1"),
+    ("--steps 2.5", "invalid int value"),
     ("--alpha x", "not a number"),
-    ("--engine foolbox", "invalid choice"),
 ])
 def test_bad_flags_are_clear_errors(argv, message, capsys):
+    from robust_eval.cli import build_parser
+
     with pytest.raises(SystemExit):
-        parser_with_plugin().parse_args(argv.split())
+        build_parser().parse_args(["evaluate", "--checkpoint", "m.pt", "--dataset", "digits",
+                                   *argv.split()])
     assert message in capsys.readouterr().err
 
 
-def test_requested_benchmarks_filters_to_this_plugin():
-    assert plugin.requested_benchmarks("clean,fgsm,pgd") == ["fgsm", "pgd"]
-    assert plugin.requested_benchmarks(["clean", "pgd_l2,autoattack"]) == ["pgd_l2",
-                                                                          "autoattack"]
-    assert plugin.requested_benchmarks(None) == []
+@pytest.mark.parametrize("raw, field, message", [
+    ({"attack": "pgd", "steps": 0}, "steps", "must be >= 1"),
+    ({"attack": "pgd", "restarts": 0}, "restarts", "must be >= 1"),
+    ({"attack": "pgd", "engine": "foolbox"}, "engine", "foolbox"),
+    ({"attack": "fgsm", "steps": 3}, "steps", "does not apply to attack 'fgsm'"),
+    ({"attack": "autoattack", "engine": "native"}, "engine", "does not apply"),
+    ({"attack": "pgd", "version": "custom"}, "version", "does not apply"),
+    ({"attack": "pdg"}, "attack", "did you mean 'pgd'"),
+])
+def test_options_that_do_not_apply_are_errors_naming_the_field(raw, field, message):
+    from robust_eval.jobs import ConfigError, parse_config
+
+    config = {"models": [{"name": "m", "checkpoint": "m.pt"}],
+              "datasets": [{"name": "digits"}], "benchmarks": [dict(raw, type="attack")]}
+    with pytest.raises(ConfigError, match=rf"benchmarks\[0\]\.{field}: .*{message}"):
+        parse_config(config, source="job.yaml")
 
 
 def tiny_data(n=12):
+    from robust_eval.data import LabeledImages
+
     g = torch.Generator().manual_seed(0)
-    return SimpleNamespace(images=torch.randint(0, 256, (n, 3, 8, 8), generator=g,
-                                                dtype=torch.uint8),
-                           labels=torch.randint(0, 10, (n,), generator=g), name="synthetic")
+    return LabeledImages(torch.randint(0, 256, (n, 3, 8, 8), generator=g, dtype=torch.uint8),
+                         torch.randint(0, 10, (n,), generator=g), [str(i) for i in range(10)],
+                         "synthetic")
 
 
-def test_run_from_args_returns_schema_rows():
+def test_attack_cells_give_schema_rows_with_outcomes(measure, flags):
     from robust_eval.models import create_model
 
     model = create_model("tiny_cnn", norm="bn").eval()
-    args = parser_with_plugin().parse_args("--eps 2/255,8/255 --steps 2 --seed 4".split())
-    args.benchmark = "clean,fgsm,pgd"
-    base = {"model": "tiny", "checkpoint_sha256": "abc", "arch": "tiny_cnn", "norm": "bn",
-            "dataset": "synthetic", "device": "cpu"}
-    rows = plugin.run_from_args(model, tiny_data(), args, base, "cpu")
+    raw = flags("pgd", "--eps 2/255,8/255 --steps 2 --seed 4".split())
+    rows = measure("attack", model, tiny_data(), raw)
     frame = to_frame(rows)
-    assert set(COLUMNS) <= set(frame.columns)
-    assert len(frame) == 4
-    assert frame[["attack", "eps"]].values.tolist() == [["fgsm", 2 / 255], ["fgsm", 8 / 255],
-                                                        ["pgd", 2 / 255], ["pgd", 8 / 255]]
-    assert (frame["benchmark"] == "attack").all() and (frame["model"] == "tiny").all()
-    assert (frame["seed"] == 4).all() and frame["steps"].tolist() == [1, 1, 2, 2]
+    assert set(COLUMNS) <= set(frame.columns) and len(frame) == 2
+    assert frame[["attack", "eps"]].values.tolist() == [["pgd", 2 / 255], ["pgd", 8 / 255]]
+    assert (frame["benchmark"] == "attack").all() and (frame["seed"] == 4).all()
+    assert frame["steps"].tolist() == [2, 2]
     assert ((frame["ci_low"] <= frame["accuracy"]) & (frame["accuracy"] <= frame["ci_high"])).all()
-    assert frame["warnings"].map(lambda w: isinstance(w, str)).all()
-    assert json.loads(frame["params"].iloc[2])["engine"] == "native"
-    assert set(COLUMNS) <= set(frame.columns)
-    # one benchmark at a time, as a dispatcher calling per --benchmark value would
-    only = plugin.run_from_args(model, tiny_data(), args, base, "cpu", benchmark="fgsm")
-    assert [r["attack"] for r in only] == ["fgsm", "fgsm"]
-    assert [r["correct"] for r in only] == frame["correct"].tolist()[:2]
+    assert json.loads(frame["params"].iloc[0])["engine"] == "native"
+    fgsm = measure("attack", model, tiny_data(), flags("fgsm", ["--eps", "2/255,8/255"]))
+    assert [r["steps"] for r in fgsm] == [1, 1]
+    direct = plugin.run_attack_cells(model, tiny_data().images, tiny_data().labels,
+                                     attacks="fgsm", eps_list=[2 / 255, 8 / 255])
+    assert [r["correct"] for r in fgsm] == [r["correct"] for r in direct]
 
 
 def test_plain_function_defaults_and_cheap_autoattack():
@@ -153,8 +150,6 @@ def test_plain_function_defaults_and_cheap_autoattack():
         base={"model": "tiny"})
     assert [(r["attack"], r["threat"], r["eps"]) for r in rows] == [
         ("pgd_l2", "l2", 0.5), ("autoattack", "linf", 8 / 255)]
-    with pytest.raises(ValueError, match="handles"):
-        plugin.run_from_args(model, data, SimpleNamespace(), {}, "cpu", benchmark="clean")
 
 
 # --------------------------------------------------------------------------- real model

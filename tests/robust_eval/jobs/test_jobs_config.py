@@ -70,7 +70,7 @@ def test_fractions_paths_and_defaults():
     config = parsed()
     attack = config.benchmarks[2].options
     assert attack["eps"] == [2 / 255, 0.03]
-    assert attack["threat"] == "linf" and attack["restarts"] == 1
+    assert attack["options"]["restarts"] == 1 and attack["options"]["engine"] == "native"
     assert config.models[0].checkpoint == "/base/m.safetensors"  # relative to the config file
     corruption = config.benchmarks[1].options
     assert corruption["source"] == "auto" and corruption["params"] == "auto"
