@@ -16,7 +16,7 @@ import json
 import logging
 import numbers
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import pandas as pd
 import torch
@@ -93,7 +93,8 @@ def eps_sweep(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
               channels_last: bool = False, compile: Any = False,
               options: Optional[Mapping[str, Mapping[str, Any]]] = None,
               reference_fgsm: bool = True,
-              predictions: Optional[Dict[Any, torch.Tensor]] = None) -> pd.DataFrame:
+              predictions: Optional[Dict[Any, torch.Tensor]] = None,
+              on_batch: Optional[Callable[[int], None]] = None) -> pd.DataFrame:
     """Robust accuracy of `model` for every (attack, eps); one row each.
 
     images: uint8 (converted per batch) or float in [0, 1], (N, C, H, W); labels: int (N,).
@@ -109,7 +110,7 @@ def eps_sweep(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     FGSM, also run FGSM (one step, ~10 % of PGD-10) so that "stronger above FGSM" is still
     checked; it adds no row.
     predictions: a dict to receive per-example top-1 predictions (CPU int64): key "clean" and
-    each (attack, eps).
+    each (attack, eps). on_batch(n): called after each batch of n images (progress bars).
     """
     names = parse_attack_names(attack)
     if isinstance(eps_list, (int, float)):
@@ -186,6 +187,8 @@ def eps_sweep(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
             adv_loss[key] += float(F.cross_entropy(adv_logits.float(), y, reduction="sum"))
             if atk.last_stats is not None:
                 stats[key].merge(atk.last_stats)
+        if on_batch is not None:
+            on_batch(len(x))
 
     rows = []
     for (name, eps), atk in attacks.items():

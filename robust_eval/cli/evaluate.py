@@ -147,6 +147,11 @@ def job_from_args(args) -> Dict:
                       for name in _benchmark_names(args)]
     except ValueError as error:
         raise CliError(str(error)) from None
+    attack_runs = [b for b in benchmarks if b["type"] == "attack"]
+    for flag in ("steps", "alpha", "restarts", "engine"):
+        if getattr(args, flag) is not None and not any(flag in b for b in attack_runs):
+            names = ", ".join(b["attack"] for b in attack_runs) or "no attack"
+            raise CliError(f"--{flag} applies to none of the requested attacks ({names})")
     return {"name": model["name"], "models": [model], "datasets": [dataset],
             "benchmarks": benchmarks, "device": str(args.device),
             "batch_size": args.batch_size}

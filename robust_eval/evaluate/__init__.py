@@ -96,6 +96,7 @@ class CellContext:
         return self.cache.data(self.cell["dataset_spec"], limit=self.cell["limit"])
 
     def bar(self, total: int, desc: str):
+        """A progress bar over this cell's examples (a context manager with update(n))."""
         if self.progress is None:
             return _NoBar()
         return self.progress(total, desc)
@@ -105,7 +106,10 @@ class _NoBar:
     def update(self, n: int = 1) -> None:
         pass
 
-    def close(self) -> None:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
         pass
 
 

@@ -95,8 +95,8 @@ OPTIONS = ("steps", "alpha", "restarts", "engine", "threat", "version", "parts",
 
 
 def attack_measurements(model, images, labels, *, attack: str, eps: float,
-                        options: Mapping[str, Any], seed: int, batch_size: int, device
-                        ) -> List[Dict[str, Any]]:
+                        options: Mapping[str, Any], seed: int, batch_size: int, device,
+                        progress=None) -> List[Dict[str, Any]]:
     """One (attack, eps) cell as a measurement: counts, per-example outcomes (with the clean
     prediction), the sweep's warnings and parameters. `options`: attacks.resolve_options'
     constructor arguments without eps."""
@@ -107,7 +107,7 @@ def attack_measurements(model, images, labels, *, attack: str, eps: float,
     predictions: Dict[Any, torch.Tensor] = {}
     frame = eps_sweep(model, images, labels, attack=[attack], eps_list=[eps], seed=seed,
                       batch_size=batch_size, device=device, options={attack: dict(options)},
-                      predictions=predictions)
+                      predictions=predictions, on_batch=progress)
     record = frame.to_dict("records")[0]
     labels = labels.cpu()
     return [{"correct": int(record["correct"]), "n": int(record["n"]),
@@ -155,11 +155,16 @@ class Attack(Benchmark):
                            help="AutoAttack iterations per part (--aa-version custom)")
 
     def options_from_args(self, args, cli_name):
+        """Shared flags (--steps, --engine, ...) reach the attacks that take them; the command
+        refuses a flag that no requested attack takes."""
+        import attacks
+
+        takes = attacks.describe(cli_name)["options"]
         raw: Dict[str, Any] = {"type": self.name, "attack": cli_name, "seed": args.seed}
         if args.eps is not None:
             raw["eps"] = list(args.eps)
         for key in ("steps", "alpha", "restarts", "engine"):
-            if getattr(args, key) is not None:
+            if getattr(args, key) is not None and key in takes:
                 raw[key] = getattr(args, key)
         if cli_name == "autoattack":
             for flag, key in (("aa_version", "version"), ("aa_n_iter", "n_iter"),
@@ -223,9 +228,11 @@ class Attack(Benchmark):
         p = dict(cell["params"])
         name, eps = p.pop("attack"), p.pop("eps")
         data = ctx.data()
-        return attack_measurements(ctx.model(), data.images, data.labels, attack=name, eps=eps,
-                                   options=p, seed=cell["seed"], batch_size=ctx.batch_size,
-                                   device=ctx.device)
+        with ctx.bar(len(data), "attacked images") as bar:
+            return attack_measurements(ctx.model(), data.images, data.labels, attack=name,
+                                       eps=eps, options=p, seed=cell["seed"],
+                                       batch_size=ctx.batch_size, device=ctx.device,
+                                       progress=bar.update)
 
 
 __all__ = ["attack_measurements", "parse_eps_list", "parse_number",

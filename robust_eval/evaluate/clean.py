@@ -13,7 +13,8 @@ from robust_eval.evaluate import Benchmark, register_benchmark
 
 @torch.inference_mode()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 256,
-            device: Union[str, torch.device] = "cpu", num_classes: int = None) -> torch.Tensor:
+            device: Union[str, torch.device] = "cpu", num_classes: int = None,
+            progress=None) -> torch.Tensor:
     """Top-1 predictions (int64, on the CPU) of every image; uint8 images are scaled to [0,1]
     batch by batch. Every accuracy of clean and corrupted images is a sum over these."""
     from robust_eval.data import batches
@@ -29,6 +30,8 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 256,
             raise ValueError(f"model predicts {logits.shape[1]} classes but the data has "
                              f"{num_classes}: wrong --num-classes or dataset?")
         predictions.append(logits.argmax(1).cpu())
+        if progress is not None:
+            progress(len(x))
     return torch.cat(predictions) if predictions else dummy
 
 
@@ -66,6 +69,25 @@ class Clean(Benchmark):
 
     def run(self, cell, ctx) -> List[Dict]:
         data = ctx.data()
-        predictions = predict(ctx.model(), data.images, ctx.batch_size, ctx.device,
-                              num_classes=data.num_classes)
-        return [outcome_measurement(predictions, data.labels)]
+        with ctx.bar(len(data), "clean images") as bar:
+            predictions = predict(ctx.model(), data.images, ctx.batch_size, ctx.device,
+                                  num_classes=data.num_classes, progress=bar.update)
+        measurement = outcome_measurement(predictions, data.labels)
+        note = chance_warning(measurement["correct"], measurement["n"], data.num_classes)
+        if note:
+            measurement["warnings"] = note
+        return [measurement]
+
+
+def chance_warning(correct: int, n: int, num_classes: int) -> str:
+    """A clean accuracy no better than guessing usually means wrong weights or preprocessing."""
+    from reports.stats import wilson_interval
+
+    if not n or not num_classes:
+        return ""
+    chance = 1 / num_classes
+    low, _ = wilson_interval(correct, n)
+    if low > chance:
+        return ""
+    return (f"clean accuracy {correct}/{n} is not above chance ({chance:.0%} for "
+            f"{num_classes} classes): wrong weights or preprocessing (mean/std)?")

@@ -333,8 +333,9 @@ class Corruption(Benchmark):
                                         details={"files": str(published.root)})]
         corrupted = ctx.cache.corrupted(data, cell["dataset_spec"], cell["limit"], p,
                                         cell["seed"])
-        predictions = predict(model, corrupted, ctx.batch_size, ctx.device,
-                              num_classes=data.num_classes)
+        with ctx.bar(len(data), "corrupted images") as bar:
+            predictions = predict(model, corrupted, ctx.batch_size, ctx.device,
+                                  num_classes=data.num_classes, progress=bar.update)
         return [outcome_measurement(predictions, data.labels)]
 
 

@@ -339,6 +339,9 @@ def _execute(executor, todo: Sequence[Cell], store: ResultStore, progress: bool,
             line = f"{cell.label()}: FAILED {outcome.get('error')}"
         LOG.info("done %s", line)
         (bar.write if progress else echo)(f"  [{count}/{len(todo)}] {line}")
+        for row in outcome["rows"]:
+            if row.get("warnings"):
+                (bar.write if progress else echo)(f"  warning: {cell.model}: {row['warnings']}")
 
     if progress and getattr(executor, "progress", "absent") is None:
         executor.progress = lambda total, desc: tqdm(total=total, desc=desc, leave=False,
