@@ -1,6 +1,6 @@
 """reports: tables, plots, the PDF report, the regression gate and paired model comparisons.
 
-A leaf: it reads result DataFrames (the long schema, design.md) and never imports robust_eval,
+A leaf: it reads result DataFrames (the long schema, reports/schema.py) and never imports robust_eval,
 attacks or corruptions.
 """
 from reports.export import to_latex, to_markdown
