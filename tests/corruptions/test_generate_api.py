@@ -8,7 +8,7 @@ import torch
 
 from corruptions.generate import (ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, CORRUPTIONS,
                                   EXTRA_CORRUPTIONS, apply_corruption)
-from corruptions.ops._rng import ImageRNG, image_keys, mix32, mix32_int
+from corruptions.ops._rng import ImageRNG, image_keys, mix32, mix32_int, normal_from_bits
 from corruptions.ops.blur import glass_shuffle
 from corruptions.ops.noise import poisson_from_uniform
 
@@ -171,6 +171,22 @@ def test_uniform_and_normal_statistics():
     assert torch.unique(firsts).numel() == firsts.numel()
     a, b = rng.normal(2, (4096,)), rng.normal(3, (4096,))
     assert abs(torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1]) < 0.01
+
+
+def test_normals_on_every_24_bit_input():
+    """The inverse CDF on all 2**24 inputs: close to scipy's quantile, symmetric, monotone, and
+    the same bits wherever an element sits (a strided view runs torch's non-vector loop)."""
+    from scipy.special import ndtri
+
+    b = torch.arange(1 << 24, dtype=torch.int32)
+    z = normal_from_bits(b)
+    assert torch.equal(z, -z.flip(0)) and bool((z[1:] >= z[:-1]).all())
+    want = ndtri((np.arange(1 << 24) + 0.5) / 2 ** 24)
+    assert np.abs(z.double().numpy() - want).max() < 1e-6
+    spaced = torch.zeros(2 << 24)  # erfinv through the strided (non-vector) loop
+    spaced[::2] = b.to(torch.float32).mul_(2.0 ** -23).add_(2.0 ** -24 - 1.0)
+    assert torch.equal(spaced[::2].erfinv().mul_(math.sqrt(2.0)), z)
+    assert torch.equal(torch.cat([normal_from_bits(b[i:i + 7]) for i in range(0, 700, 7)]), z[:700])
 
 
 def test_poisson_draws_have_poisson_moments():
