@@ -4,8 +4,9 @@
 
 images: uint8 NCHW (0..255) or float NCHW in [0, 1], 3 channels; the result has the same dtype,
 shape and device. Randomness is counter-based (corruptions/ops/_rng.py): image n's output depends
-only on (seed, indices[n], corruption, severity), never on the batch it came in, its position, or
-the device. uint8 outputs are truncated like the reference scripts' np.uint8(...).
+only on (seed, indices[n], corruption, severity), never on the batch it came in or its position,
+and its random draws are the same on every device. uint8 outputs are truncated like the
+reference scripts' np.uint8(...). The corruptions themselves are the records of params.py.
 """
 from __future__ import annotations
 
@@ -17,38 +18,19 @@ import torch
 from .ops import TRUNC_EPS as _TRUNC_EPS
 from .ops import Context
 from .ops._rng import ImageRNG, image_keys
-from .ops.blur import defocus_blur, gaussian_blur, glass_blur, motion_blur, zoom_blur
-from .ops.digital import (brightness, contrast, elastic_transform, jpeg_compression, pixelate,
-                          saturate)
-from .ops.noise import gaussian_noise, impulse_noise, shot_noise, speckle_noise
-from .ops.weather import fog, frost, snow, spatter
 from .params import (ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, CATEGORIES, EXTRA_CORRUPTIONS,
-                     PARAMS)
+                     PARAMS, RECORDS)
 
-_KERNELS: dict[str, Callable] = {
-    "gaussian_noise": gaussian_noise, "shot_noise": shot_noise, "impulse_noise": impulse_noise,
-    "speckle_noise": speckle_noise, "defocus_blur": defocus_blur, "glass_blur": glass_blur,
-    "motion_blur": motion_blur, "zoom_blur": zoom_blur, "gaussian_blur": gaussian_blur,
-    "snow": snow, "frost": frost, "fog": fog, "spatter": spatter, "brightness": brightness,
-    "contrast": contrast, "saturate": saturate, "elastic_transform": elastic_transform,
-    "pixelate": pixelate, "jpeg_compression": jpeg_compression,
-}
 # Pixels per chunk: small enough that the elementwise passes stay in cache (2-4x faster than
 # 4M-pixel chunks at 32 px), large enough to amortise per-op overhead (128 images at 32 px;
-# kernels with many small ops per image get twice that, defocus, whose intermediates are one
-# product per distinct kernel row, half). Chunks never change results.
+# scaled per corruption by its record's chunk_scale). Chunks never change results.
 _CHUNK_PIXELS = 1 << 17
-_CHUNK_SCALE = {"snow": 2.0, "spatter": 2.0, "elastic_transform": 2.0, "defocus_blur": 0.5}
-# Kernels whose reference computes in float64 in the same order: with uint8 input we do too and
-# truncate like np.uint8 (so even the reference's 57.99999 -> 57 is reproduced). The others run in
-# float32 and get a small nudge before truncation (ops.TRUNC_EPS).
-_FLOAT64_KERNELS = frozenset({"brightness", "saturate", "contrast"})
 # Both run the torch ops; "auto" stays accepted for callers written when there was a choice.
 ENGINES = ("auto", "torch")
 
 
 def _check_name(name: str) -> str:
-    if not isinstance(name, str) or name not in _KERNELS:
+    if not isinstance(name, str) or name not in RECORDS:
         close = difflib.get_close_matches(str(name), ALL_CORRUPTIONS, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"unknown corruption {name!r}{hint} Known: {', '.join(ALL_CORRUPTIONS)}")
@@ -127,12 +109,12 @@ def apply_corruption(images: torch.Tensor, name: str, severity: int, *, params: 
     idx = _indices(indices, n, images.device)
     if n == 0:
         return images.clone()
+    record = RECORDS[name]
     p = table[name][severity - 1]
-    keys = image_keys(seed, idx, ALL_CORRUPTIONS.index(name), severity)
+    keys = image_keys(seed, idx, record.stream_id, severity)
     quantized = images.dtype == torch.uint8
-    kernel = _KERNELS[name]
-    chunk = max(1, int(_CHUNK_PIXELS * _CHUNK_SCALE.get(name, 1.0)) // (h * w))
-    exact64 = quantized and name in _FLOAT64_KERNELS
+    chunk = max(1, int(_CHUNK_PIXELS * record.chunk_scale) // (h * w))
+    exact64 = quantized and record.float64  # else float32 and a nudge before truncation
     work = torch.float64 if exact64 else torch.float32
     eps = 0.0 if exact64 else _TRUNC_EPS
     outs = []
@@ -141,7 +123,7 @@ def apply_corruption(images: torch.Tensor, name: str, severity: int, *, params: 
         x = part.to(work).div_(255.0) if quantized else part.to(torch.float32)
         ctx = Context(rng=ImageRNG(keys[start:start + chunk]), quantized=quantized, param_set=params,
                       raw=part if quantized else None)
-        y = kernel(x, p, ctx)
+        y = record.kernel(x, p, ctx)
         if y.dtype == torch.uint8:  # the kernel already produced the final 8-bit output
             outs.append(y)
             continue
@@ -175,4 +157,4 @@ def _make_public(name: str) -> Callable:
 CORRUPTIONS: dict[str, Callable] = {name: _make_public(name) for name in ALL_CORRUPTIONS}
 
 __all__ = ["apply_corruption", "corrupt_batch", "CORRUPTIONS", "ENGINES", "BENCHMARK_CORRUPTIONS",
-           "EXTRA_CORRUPTIONS", "ALL_CORRUPTIONS", "CATEGORIES", "PARAMS"]
+           "EXTRA_CORRUPTIONS", "ALL_CORRUPTIONS", "CATEGORIES", "PARAMS", "RECORDS"]

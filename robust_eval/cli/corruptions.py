@@ -33,8 +33,9 @@ def register(subparsers) -> None:
     g.add_argument("--params", choices=["cifar10", "imagenet"], default=None,
                    help="severity parameter set (default: imagenet for imagenet, else cifar10)")
     g.add_argument("--out", required=True, help="output folder (gets CIFAR-10-C/ or ImageNet-C/)")
-    g.add_argument("--corruptions", default="all",
-                   help="comma-separated names, 'benchmark' (15) or 'all' (19, default)")
+    g.add_argument("--corruptions", default="benchmark",
+                   help="comma-separated names, or a group: 'benchmark' (the 15, default), "
+                        "'extra' (the 4 others) or 'all' (19)")
     g.add_argument("--limit", type=_positive_int, help="the first N test images only")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -57,8 +58,11 @@ def register(subparsers) -> None:
 
 
 def _corruption_names(text: str) -> List[str]:
+    from corruptions.params import GROUPS, corruption_group
     from robust_eval.evaluate.corruption import parse_corruptions
 
+    if text.strip() in GROUPS:
+        return list(corruption_group(text.strip()))
     try:
         return parse_corruptions(text)
     except ValueError as error:

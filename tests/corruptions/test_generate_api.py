@@ -289,16 +289,15 @@ def test_jpeg_torchvision_round_trip_equals_pil(cifar_images):
 def test_uint8_fast_paths_equal_the_float_pipeline(name, params, cifar_images):
     """Kernels that return bytes directly for uint8 input (lookup tables, bit thresholds) must equal
     the generic path: float kernel, then clamp, x255, +eps and truncation."""
-    import corruptions.generate as gen
-    from corruptions.ops import Context
-    from corruptions.params import PARAMS
+    from corruptions.ops import TRUNC_EPS, Context
+    from corruptions.params import PARAMS, RECORDS
 
     for severity in (1, 3, 5):
         fast = apply_corruption(cifar_images, name, severity, params=params, seed=5)
-        keys = image_keys(5, torch.arange(len(cifar_images)), ALL_CORRUPTIONS.index(name), severity)
+        keys = image_keys(5, torch.arange(len(cifar_images)), RECORDS[name].stream_id, severity)
         ctx = Context(rng=ImageRNG(keys), quantized=True, param_set=params)
-        y = gen._KERNELS[name](cifar_images.float() / 255.0, PARAMS[params][name][severity - 1], ctx)
-        slow = y.clamp(0, 1).mul(255.0).add(gen._TRUNC_EPS).to(torch.uint8)
+        y = RECORDS[name].kernel(cifar_images.float() / 255.0, PARAMS[params][name][severity - 1], ctx)
+        slow = y.clamp(0, 1).mul(255.0).add(TRUNC_EPS).to(torch.uint8)
         assert torch.equal(fast, slow), (name, severity)
 
 

@@ -102,6 +102,20 @@ def test_generate_engine_flag(cifar10_test_npz, tmp_path, capsys):
         assert not (tmp_path / engine).exists()
 
 
+def test_generate_defaults_to_the_15_and_takes_groups():
+    from corruptions import ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS
+    from robust_eval.cli import build_parser
+    from robust_eval.cli.corruptions import _corruption_names
+
+    args = build_parser().parse_args(["corruptions", "generate", "--dataset", "cifar10",
+                                      "--out", "x"])
+    assert _corruption_names(args.corruptions) == list(BENCHMARK_CORRUPTIONS)
+    assert len(BENCHMARK_CORRUPTIONS) == 15
+    assert _corruption_names("all") == list(ALL_CORRUPTIONS) and len(ALL_CORRUPTIONS) == 19
+    assert _corruption_names(" extra ") == list(EXTRA_CORRUPTIONS)
+    assert _corruption_names("fog,snow") == ["fog", "snow"]
+
+
 def test_download_cli(tmp_path, capsys):
     src = tmp_path / "srv" / "CIFAR-100-C"
     write_cifar_c_labels(src, np.array([42, 99]))
