@@ -53,6 +53,7 @@ def test_generate_cifar10_layout(cifar10_test_npz, tmp_path, capsys):
     assert (record["params"], record["seed"], record["n_per_severity"]) == ("cifar10", 2, 6)
     assert record["corruptions"] == ["gaussian_noise", "pixelate"]
     assert CifarC(folder).corruptions() == ["gaussian_noise", "pixelate"]
+    assert CifarC(folder).generation == record  # generated, not published
 
     # adding a corruption with the same settings extends the set ...
     assert generate("fog", 2) == 0
@@ -150,7 +151,7 @@ def test_download_cli(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_generate_imagenet_c_folders(imagenet_samples, tmp_path):
-    from corruptions.datasets import load_imagenet_c
+    from corruptions.datasets import find_imagenet_c_dir, load_imagenet_c, read_generation
     from robust_eval.data import load_split
 
     out = tmp_path / "out"
@@ -163,8 +164,8 @@ def test_generate_imagenet_c_folders(imagenet_samples, tmp_path):
         assert images.shape == (2, 3, 224, 224) and images.dtype == torch.uint8
         assert sorted(labels.tolist()) == sorted(clean.labels.tolist())
     assert all(i.endswith(".JPEG") for i in ids)
-    record = json.loads((out / "ImageNet-C" / "generation.json").read_text())
-    assert record["params"] == "imagenet"
+    record = read_generation(find_imagenet_c_dir(out))
+    assert record["params"] == "imagenet" and record["corruptions"] == ["contrast"]
 
 
 def test_generate_crash_leaves_no_partial_file(cifar10_test_npz, tmp_path, monkeypatch):
