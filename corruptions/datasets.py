@@ -33,6 +33,8 @@ CIFAR_IMAGE_SHAPE = (32, 32, 3)
 IMAGENET_C_FOLDER = "ImageNet-C"
 IMAGENET_JPEG_QUALITY = 85  # as in make_imagenet_c.py
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+# Written beside the files by `robust-eval corruptions generate`; published sets have none.
+GENERATION_FILE = "generation.json"
 
 
 class LayoutError(ValueError):
@@ -124,6 +126,21 @@ def find_cifar_c_dir(root: PathLike, dataset: Optional[str] = None) -> Path:
                             f"{root / 'labels.npy'} and {expected})")
 
 
+def read_generation(folder: PathLike) -> Optional[dict]:
+    """The folder's generation.json (how the built-in generator made its files), or None for
+    published files (no such record). Results from a folder with a record are "generated"."""
+    path = Path(folder) / GENERATION_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise LayoutError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(record, dict):
+        raise LayoutError(f"{path}: expected a JSON object, got {type(record).__name__}")
+    return record
+
+
 def _open_npy(path: Path, what: str) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"{what} file missing: {path}")
@@ -161,6 +178,7 @@ class CifarC:
             raise LayoutError(f"{labels_path}: labels span [{labels.min()}, {labels.max()}], "
                               f"outside 0..{(self.num_classes or 0) - 1}")
         self.labels = torch.from_numpy(blocks[0].copy())
+        self.generation = read_generation(self.root)  # None: published files
         self._arrays = {}
 
     def __repr__(self) -> str:

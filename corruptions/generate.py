@@ -4,53 +4,33 @@
 
 images: uint8 NCHW (0..255) or float NCHW in [0, 1], 3 channels; the result has the same dtype,
 shape and device. Randomness is counter-based (corruptions/ops/_rng.py): image n's output depends
-only on (seed, indices[n], corruption, severity), never on the batch it came in, its position, or
-the device. uint8 outputs are truncated like the reference scripts' np.uint8(...).
+only on (seed, indices[n], corruption, severity), never on the batch it came in or its position,
+and its random draws are the same on every device. uint8 outputs are truncated like the
+reference scripts' np.uint8(...). The corruptions themselves are the records of params.py.
 """
 from __future__ import annotations
 
 import difflib
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import torch
 
 from .ops import TRUNC_EPS as _TRUNC_EPS
-from .ops import Context, fused
+from .ops import Context
 from .ops._rng import ImageRNG, image_keys
-from .ops.blur import defocus_blur, gaussian_blur, glass_blur, motion_blur, zoom_blur
-from .ops.digital import (brightness, contrast, elastic_transform, jpeg_compression, pixelate,
-                          saturate)
-from .ops.noise import gaussian_noise, impulse_noise, shot_noise, speckle_noise
-from .ops.weather import fog, frost, snow, spatter
 from .params import (ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, CATEGORIES, EXTRA_CORRUPTIONS,
-                     PARAMS)
+                     PARAMS, RECORDS)
 
-_KERNELS: dict[str, Callable] = {
-    "gaussian_noise": gaussian_noise, "shot_noise": shot_noise, "impulse_noise": impulse_noise,
-    "speckle_noise": speckle_noise, "defocus_blur": defocus_blur, "glass_blur": glass_blur,
-    "motion_blur": motion_blur, "zoom_blur": zoom_blur, "gaussian_blur": gaussian_blur,
-    "snow": snow, "frost": frost, "fog": fog, "spatter": spatter, "brightness": brightness,
-    "contrast": contrast, "saturate": saturate, "elastic_transform": elastic_transform,
-    "pixelate": pixelate, "jpeg_compression": jpeg_compression,
-}
 # Pixels per chunk: small enough that the elementwise passes stay in cache (2-4x faster than
 # 4M-pixel chunks at 32 px), large enough to amortise per-op overhead (128 images at 32 px;
-# kernels with many small ops per image get twice that, defocus, whose intermediates are one
-# product per distinct kernel row, half). Chunks never change results.
+# scaled per corruption by its record's chunk_scale). Chunks never change results.
 _CHUNK_PIXELS = 1 << 17
-_CHUNK_SCALE = {"snow": 2.0, "spatter": 2.0, "elastic_transform": 2.0, "defocus_blur": 0.5}
-# Kernels whose reference computes in float64 in the same order: with uint8 input we do too and
-# truncate like np.uint8 (so even the reference's 57.99999 -> 57 is reproduced). The others run in
-# float32 and get a small nudge before truncation (ops.TRUNC_EPS).
-_FLOAT64_KERNELS = frozenset({"brightness", "saturate", "contrast"})
-# "numba": fused CPU kernels for uint8 input (corruptions/ops/fused/), equal to the torch ops'
-# output (tests/corruptions/test_fused_*.py); "auto" takes them where they apply.
-ENGINES = ("auto", "torch", "numba")
+# Both run the torch ops; "auto" stays accepted for callers written when there was a choice.
+ENGINES = ("auto", "torch")
 
 
 def _check_name(name: str) -> str:
-    if not isinstance(name, str) or name not in _KERNELS:
+    if not isinstance(name, str) or name not in RECORDS:
         close = difflib.get_close_matches(str(name), ALL_CORRUPTIONS, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"unknown corruption {name!r}{hint} Known: {', '.join(ALL_CORRUPTIONS)}")
@@ -105,66 +85,36 @@ def _indices(indices, n: int, device) -> torch.Tensor:
     return idx.to(torch.int64)
 
 
-def _fused_kernel(name: str, images: torch.Tensor, engine: str):
-    """The fused kernel to use, or None for the torch ops."""
+def _check_engine(engine) -> None:
+    if engine == "numba":
+        raise ValueError("engine='numba': the numba engine was removed; use engine='torch' "
+                         "(or 'auto'), the torch ops")
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    if engine == "torch":
-        return None
-    kernel = fused.KERNELS.get(name)
-    usable = kernel is not None and images.dtype == torch.uint8 and images.device.type == "cpu"
-    if engine == "numba" and not usable:
-        why = ("it has no fused kernel" if kernel is None else
-               f"fused kernels take uint8 CPU images, got {images.dtype} on {images.device}")
-        raise ValueError(f"engine='numba' cannot run {name!r}: {why}")
-    return kernel if usable else None
-
-
-def _run_fused(kernel, p, raw: torch.Tensor, keys: torch.Tensor, params: str):
-    """The fused kernel over the batch, split into torch.get_num_threads() contiguous parts run
-    in threads (the kernels release the GIL); each image's bytes do not depend on the split."""
-    def part(lo: int, hi: int):
-        ctx = Context(rng=ImageRNG(keys[lo:hi]), quantized=True, param_set=params, raw=raw[lo:hi])
-        return kernel(p, ctx)
-
-    n = raw.shape[0]
-    # at least ~64 CIFAR-sized images per thread: below that, starting threads costs more
-    threads = min(torch.get_num_threads(), max(1, n * raw.shape[2] * raw.shape[3] >> 16))
-    if threads <= 1:
-        return part(0, n)
-    bounds = [n * i // threads for i in range(threads + 1)]
-    with ThreadPoolExecutor(threads) as pool:  # per call: no idle threads left behind a fork
-        outs = list(pool.map(part, bounds[:-1], bounds[1:]))
-    return None if outs[0] is None else torch.cat(outs)
 
 
 def apply_corruption(images: torch.Tensor, name: str, severity: int, *, params: str = "cifar10",
                      seed: int = 0, indices=None, engine: str = "auto") -> torch.Tensor:
     """Corrupt a batch; see the module docstring. Raises ValueError on any bad argument.
 
-    engine: "auto" (fused numba kernels for uint8 CPU input where one exists, else torch ops),
-    "torch" or "numba" (an error where it does not apply); all give the same output."""
+    engine: "torch" or "auto" (the same: the torch ops); "numba" raises (that engine was removed)."""
     name = _check_name(name)
     severity = _check_severity(severity)
     table = _check_params(params)
     images = _check_images(images)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    fused_kernel = _fused_kernel(name, images, engine)
+    _check_engine(engine)
     n, _, h, w = images.shape
     idx = _indices(indices, n, images.device)
     if n == 0:
         return images.clone()
+    record = RECORDS[name]
     p = table[name][severity - 1]
-    keys = image_keys(seed, idx, ALL_CORRUPTIONS.index(name), severity)
+    keys = image_keys(seed, idx, record.stream_id, severity)
     quantized = images.dtype == torch.uint8
-    if fused_kernel is not None:
-        out = _run_fused(fused_kernel, p, images.contiguous(), keys, params)
-        if out is not None:
-            return out
-    kernel = _KERNELS[name]
-    chunk = max(1, int(_CHUNK_PIXELS * _CHUNK_SCALE.get(name, 1.0)) // (h * w))
-    exact64 = quantized and name in _FLOAT64_KERNELS
+    chunk = max(1, int(_CHUNK_PIXELS * record.chunk_scale) // (h * w))
+    exact64 = quantized and record.float64  # else float32 and a nudge before truncation
     work = torch.float64 if exact64 else torch.float32
     eps = 0.0 if exact64 else _TRUNC_EPS
     outs = []
@@ -173,7 +123,7 @@ def apply_corruption(images: torch.Tensor, name: str, severity: int, *, params: 
         x = part.to(work).div_(255.0) if quantized else part.to(torch.float32)
         ctx = Context(rng=ImageRNG(keys[start:start + chunk]), quantized=quantized, param_set=params,
                       raw=part if quantized else None)
-        y = kernel(x, p, ctx)
+        y = record.kernel(x, p, ctx)
         if y.dtype == torch.uint8:  # the kernel already produced the final 8-bit output
             outs.append(y)
             continue
@@ -207,4 +157,4 @@ def _make_public(name: str) -> Callable:
 CORRUPTIONS: dict[str, Callable] = {name: _make_public(name) for name in ALL_CORRUPTIONS}
 
 __all__ = ["apply_corruption", "corrupt_batch", "CORRUPTIONS", "ENGINES", "BENCHMARK_CORRUPTIONS",
-           "EXTRA_CORRUPTIONS", "ALL_CORRUPTIONS", "CATEGORIES", "PARAMS"]
+           "EXTRA_CORRUPTIONS", "ALL_CORRUPTIONS", "CATEGORIES", "PARAMS", "RECORDS"]

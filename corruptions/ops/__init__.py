@@ -12,7 +12,7 @@ import torch
 from ._rng import ImageRNG
 
 # uint8 outputs of float32 kernels get this nudge (in 8-bit levels) before truncation, so exact
-# levels k do not drop to k - 1 (generate.py); fused kernels add it the same way
+# levels k do not drop to k - 1 (generate.py; the shot-noise byte table applies it too)
 TRUNC_EPS = 2e-3
 
 

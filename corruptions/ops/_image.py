@@ -97,23 +97,6 @@ def gaussian_filter(x: torch.Tensor, sigma: float, mode: str = "nearest", trunca
     return left_matmul(mh, x @ mw.T)
 
 
-def gaussian_nearest(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """gaussian_filter(mode='nearest', truncate=4) in a fixed summation order (W pass, then H:
-    centre tap, then (left_t + right_t) * w_t for t = 1..r), so that the fused kernels (glass
-    blur, spatter) reproduce it bit for bit; a GEMM's order depends on the BLAS."""
-    taps = gaussian_taps(float(sigma))
-    r = len(taps) // 2
-    for dim in (-1, -2):
-        n = x.shape[dim]
-        idx = torch.as_tensor(border_index(n, r, r, "nearest"), device=x.device)
-        p = x.index_select(dim, idx)
-        acc = p.narrow(dim, r, n) * taps[r]
-        for t in range(1, r + 1):
-            acc += (p.narrow(dim, r - t, n) + p.narrow(dim, r + t, n)) * taps[r + t]
-        x = acc
-    return x
-
-
 def filter2d(x: torch.Tensor, kernel: np.ndarray, mode: str = "reflect101") -> torch.Tensor:
     """cv2.filter2D (correlation, centred anchor) per channel: one GEMM per distinct kernel row
     plus row shifts, after cropping the kernel's all-zero border (e.g. the CIFAR disks are 17x17

@@ -8,20 +8,9 @@ import torch.nn.functional as F
 
 import numpy as np
 
-from ._image import border_index, filter2d
+from ._image import filter2d
 
 _INF = 1e9
-
-
-def box3_sum(x: torch.Tensor) -> torch.Tensor:
-    """3x3 window sums (BORDER_REFLECT_101) of float32-valued float64 data: exact in any order."""
-    h, w = x.shape[-2:]
-    rows = torch.as_tensor(border_index(h, 1, 1, "reflect101"), device=x.device)
-    cols = torch.as_tensor(border_index(w, 1, 1, "reflect101"), device=x.device)
-    p = x.index_select(-1, cols)
-    p = p[..., :-2] + p[..., 1:-1] + p[..., 2:]
-    p = p.index_select(-2, rows)
-    return p[..., :-2, :] + p[..., 1:-1, :] + p[..., 2:, :]
 
 
 def _conv3(x: torch.Tensor, k, mode: str) -> torch.Tensor:
@@ -140,7 +129,7 @@ def water_mask(liquid: torch.Tensor, intensity: float) -> torch.Tensor:
     liquid8 = torch.floor(liquid * 255.0).clamp(0, 255)
     edges = canny(liquid8)
     dist = chamfer_distance(edges).clamp_max(20.0).to(torch.float64)
-    dist = torch.floor((box3_sum(dist) / 9.0).to(torch.float32) + 1e-6)
+    dist = torch.floor(_conv3(dist, [[1 / 9] * 3] * 3, "reflect101").to(torch.float32) + 1e-6)
     dist = equalize_hist(dist.to(torch.float64))
     emboss = _conv3(dist.to(torch.float32), [[-2, -1, 0], [-1, 1, 1], [0, 1, 2]], "reflect101")
     dist = torch.round(emboss.to(torch.float64)).clamp(0, 255)  # integer sums: exact in float32

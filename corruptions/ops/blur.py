@@ -7,19 +7,10 @@ import numpy as np
 import torch
 
 from . import Context
-from ._image import (clipped_zoom, filter2d, gather_shifted, gaussian_filter, gaussian_nearest,
-                     gaussian_taps, separable_filter)
-
-
-# Up to this many taps (sigma <= 1.5: every CIFAR severity) the blur sums taps in a fixed order,
-# which the fused kernel reproduces; wider ones are two GEMMs with the borders folded in, cheaper
-# there (at 32 px an ImageNet sigma reaches 49 taps) and not matched by a fused kernel.
-NARROW_GAUSSIAN_TAPS = 13
+from ._image import clipped_zoom, filter2d, gather_shifted, gaussian_filter, separable_filter
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float, ctx: Context) -> torch.Tensor:
-    if len(gaussian_taps(float(sigma))) <= NARROW_GAUSSIAN_TAPS:
-        return gaussian_nearest(x, float(sigma))
     return gaussian_filter(x, float(sigma), mode="nearest", truncate=4.0)
 
 
@@ -42,23 +33,8 @@ def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
     return smoothed[0, 0].numpy().astype(np.float32)
 
 
-# uint8 input: the disk in fixed point (round(k * 2**22)), so every sum is an exact integer below
-# 2**31 (255 * 2**22 * sum(k)) whatever the summation order, BLAS GEMMs included, and the fused
-# kernel (ops/fused/blur.py) may add the same taps in its own order. Kernel error <= 2**-23 a tap.
-DEFOCUS_FIXED_BITS = 22
-
-
-@functools.lru_cache(maxsize=32)
-def disk_kernel_fixed(radius: float, alias_blur: float) -> np.ndarray:
-    """disk_kernel in DEFOCUS_FIXED_BITS fixed point (integer-valued float64)."""
-    return np.round(disk_kernel(radius, alias_blur).astype(np.float64) * 2.0 ** DEFOCUS_FIXED_BITS)
-
-
 def defocus_blur(x: torch.Tensor, p: tuple, ctx: Context) -> torch.Tensor:
-    if ctx.raw is None:
-        return filter2d(x, disk_kernel(float(p[0]), float(p[1])), "reflect101")
-    z = filter2d(ctx.raw.to(torch.float64), disk_kernel_fixed(float(p[0]), float(p[1])), "reflect101")
-    return z.mul_(2.0 ** -DEFOCUS_FIXED_BITS / 255.0)  # float64: generate's tail runs in float64
+    return filter2d(x, disk_kernel(float(p[0]), float(p[1])), "reflect101")
 
 
 # ---- glass blur --------------------------------------------------------------------------------
@@ -113,39 +89,30 @@ def glass_shuffle(x: torch.Tensor, offsets: torch.Tensor, delta: int) -> torch.T
 def glass_blur(x: torch.Tensor, p: tuple, ctx: Context) -> torch.Tensor:
     sigma, delta, iterations = float(p[0]), int(p[1]), int(p[2])
     n, c, h, w = x.shape
-    y = torch.floor(gaussian_nearest(x, sigma) * 255.0) / 255.0  # np.uint8(... * 255)
+    y = torch.floor(gaussian_filter(x, sigma, "nearest") * 255.0) / 255.0  # np.uint8(... * 255)
     steps = max(h - 2 * delta, 0) * max(w - 2 * delta, 0)
     offsets = ctx.rng.randint(0, (iterations, steps, 2), -delta, delta)
     y = glass_shuffle(y, offsets, delta)
-    return gaussian_nearest(y, sigma)
+    return gaussian_filter(y, sigma, "nearest")
 
 
 # ---- motion blur -------------------------------------------------------------------------------
-def motion_taps(radius: int, sigma: float, angle_deg: torch.Tensor, h: int, w: int):
-    """The motion kernel's weights k (float64, width 2*radius+1) and, per tap and image, the
-    shifts dys, dxs (width, N) int64 and whether the tap still counts (width, N) bool. The fused
-    kernels take their shifts from here too: torch's sin/cos/hypot are not libm's."""
+def motion_blur_layer(x: torch.Tensor, radius: int, sigma: float, angle_deg: torch.Tensor):
+    """imagecorruptions' numpy version of ImageMagick's MotionBlurImage: a one-sided Gaussian
+    kernel of width 2*radius+1 along the angle, edge-replicating shifts, per-image angle."""
+    n, c, h, w = x.shape
     width = 2 * int(radius) + 1
     k = np.exp(-(np.arange(width) ** 2) / (2 * sigma ** 2))
     k = k / k.sum()
     ang = torch.deg2rad(angle_deg.to(torch.float64))
     py, px = width * torch.sin(ang), width * torch.cos(ang)
     hyp = torch.hypot(py, px)
-    # every tap's shift at once (same float64 ops as tap by tap)
-    taps = torch.arange(width, dtype=torch.float64, device=angle_deg.device).view(-1, 1)
+    # every tap's shift at once (same float64 ops as tap by tap), then only the gathers loop
+    taps = torch.arange(width, dtype=torch.float64, device=x.device).view(-1, 1)
     dys = -torch.ceil(taps * py / hyp - 0.5).to(torch.int64)
     dxs = -torch.ceil(taps * px / hyp - 0.5).to(torch.int64)
     # the reference stops at the border: tap i counts only while taps 0..i all stayed inside
     alive = ((dys.abs() < h) & (dxs.abs() < w)).to(torch.int64).cumprod(0).bool()
-    return k, dys, dxs, alive
-
-
-def motion_blur_layer(x: torch.Tensor, radius: int, sigma: float, angle_deg: torch.Tensor):
-    """imagecorruptions' numpy version of ImageMagick's MotionBlurImage: a one-sided Gaussian
-    kernel of width 2*radius+1 along the angle, edge-replicating shifts, per-image angle."""
-    n, c, h, w = x.shape
-    k, dys, dxs, alive = motion_taps(radius, sigma, angle_deg.to(x.device), h, w)
-    width = len(k)
     any_alive, all_alive = alive.any(1).tolist(), alive.all(1).tolist()
     out = torch.zeros_like(x)
     for i in range(width):

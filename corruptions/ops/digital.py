@@ -1,7 +1,6 @@
 """Digital family (+ the colour ones): contrast, brightness, saturate, pixelate, jpeg, elastic."""
 from __future__ import annotations
 
-import functools
 import io
 import warnings
 
@@ -10,17 +9,12 @@ import torch
 from PIL import Image
 
 from . import Context
-from ._image import (border_index, filter_matrix, gaussian_taps, hsv_to_rgb, left_matmul,
-                     pil_box_resize, pil_box_resize_8bit, rgb_to_hsv)
+from ._image import (border_index, gaussian_filter, hsv_to_rgb, pil_box_resize, pil_box_resize_8bit,
+                     rgb_to_hsv)
 
 
 def contrast(x: torch.Tensor, c: float, ctx: Context) -> torch.Tensor:
-    if ctx.raw is not None:  # uint8: exact integer sums, one rounding (x.mean's order is not defined)
-        h, w = x.shape[-2:]
-        sums = ctx.raw.sum(dim=(2, 3), keepdim=True, dtype=torch.int64).to(x.dtype)
-        means = sums / (255.0 * h * w)
-    else:
-        means = x.mean(dim=(2, 3), keepdim=True)
+    means = x.mean(dim=(2, 3), keepdim=True)
     return (x - means).mul_(c).add_(means)
 
 
@@ -118,50 +112,10 @@ def _bilinear_reflect(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, m
 
 
 def _affine_from_points(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
-    """cv2.getAffineTransform for a batch: (N,3,2) x (N,3,2) -> (N,2,3), float64.
-
-    Cramer's rule on the point differences, one rounded float64 op at a time: LAPACK's solve has
-    no defined order, this does, so the fused kernel (ops/fused/geometric.py) reproduces it."""
-    x0, y0 = src[:, 0, 0], src[:, 0, 1]
-    dx1, dy1 = src[:, 1, 0] - x0, src[:, 1, 1] - y0
-    dx2, dy2 = src[:, 2, 0] - x0, src[:, 2, 1] - y0
-    det = dx1 * dy2 - dx2 * dy1
-    rows = []
-    for k in range(2):
-        u0 = dst[:, 0, k]
-        du1, du2 = dst[:, 1, k] - u0, dst[:, 2, k] - u0
-        a = (du1 * dy2 - du2 * dy1) / det
-        b = (dx1 * du2 - dx2 * du1) / det
-        rows.append(torch.stack([a, b, u0 - a * x0 - b * y0], dim=1))
-    return torch.stack(rows, dim=1)
-
-
-# Field smoothing in exact arithmetic: fields are k / 2**24 (|k| < 2**24), the W pass's folded
-# weights are rounded to 2**-28 and the H pass's to 2**-26, and the W result to 2**-26 between the
-# passes, so every product and partial sum is an integer multiple of 2**-52 below 2**53 in
-# magnitude: the GEMMs are exact whatever their order (or FMA use), and the fused kernel equals
-# them. The roundings move each weight by <= 2**-27: the result is scipy's filter to < 1e-7.
-_FIELD_BITS_W, _FIELD_BITS_MID, _FIELD_BITS_H = 28, 26, 26
-
-
-@functools.lru_cache(maxsize=64)
-def _field_filter_matrix(n: int, sigma: float, bits: int) -> np.ndarray:
-    """filter_matrix for gaussian(sigma, truncate=3, mode='reflect'), rounded to 2**-bits."""
-    m = filter_matrix(n, gaussian_taps(sigma, 3.0), "reflect")
-    return np.floor(m * 2.0 ** bits + 0.5) / 2.0 ** bits
-
-
-def _smooth_fields(fields: torch.Tensor, sigma: float) -> torch.Tensor:
-    """gaussian_filter(fields, sigma, 'reflect', truncate=3) for the uniform_range(-1, 1) fields,
-    exactly (see _FIELD_BITS_W)."""
-    if sigma <= 0:
-        return fields
-    h, w = fields.shape[-2:]
-    mw = torch.as_tensor(_field_filter_matrix(w, sigma, _FIELD_BITS_W), device=fields.device)
-    mh = torch.as_tensor(_field_filter_matrix(h, sigma, _FIELD_BITS_H), device=fields.device)
-    t = fields @ mw.T
-    t = t.mul_(2.0 ** _FIELD_BITS_MID).add_(0.5).floor_().mul_(2.0 ** -_FIELD_BITS_MID)
-    return left_matmul(mh, t)
+    """cv2.getAffineTransform for a batch: (N,3,2) x (N,3,2) -> (N,2,3), float64."""
+    ones = torch.ones(src.shape[0], 3, 1, dtype=src.dtype, device=src.device)
+    a = torch.cat([src, ones], dim=2)  # N,3,3
+    return torch.linalg.solve(a, dst).transpose(1, 2)
 
 
 def elastic_transform(x: torch.Tensor, p: tuple, ctx: Context) -> torch.Tensor:
@@ -187,7 +141,7 @@ def elastic_transform(x: torch.Tensor, p: tuple, ctx: Context) -> torch.Tensor:
     if alpha == 0:
         return warped
     fields = rng.uniform_range(1, (2, h, w), -1.0, 1.0, dtype=torch.float64)
-    fields = _smooth_fields(fields, float(sigma)) * alpha
+    fields = gaussian_filter(fields, float(sigma), mode="reflect", truncate=3.0) * alpha
     dx, dy = fields[:, 0].to(x.dtype), fields[:, 1].to(x.dtype)
     grid_y = ys.to(x.dtype).unsqueeze(0) + dy
     grid_x = xs.to(x.dtype).unsqueeze(0) + dx

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from . import Context
-from ._image import clipped_zoom_matrix, next_power_of_2, rgb_to_gray
+from ._image import clipped_zoom, gaussian_filter, next_power_of_2, rgb_to_gray
 from .blur import motion_blur_layer
 
 # The textures Hendrycks' scripts draw from (frost1..5; frost6 is imagecorruptions' addition).
@@ -116,39 +116,11 @@ def fog(x: torch.Tensor, p: tuple, ctx: Context) -> torch.Tensor:
 
 
 # ---- snow --------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=64)
-def zoom_taps(n: int, zoom: float) -> tuple[np.ndarray, np.ndarray]:
-    """clipped_zoom_matrix(n, zoom, 'centre') as 2 taps per output: (index (n,2) int64, weight
-    (n,2) float32; an unused second tap has weight 0)."""
-    m = clipped_zoom_matrix(n, zoom, "centre")
-    idx = np.zeros((n, 2), np.int64)
-    wts = np.zeros((n, 2), np.float32)
-    for o in range(n):
-        nz = np.flatnonzero(m[o])
-        assert len(nz) <= 2, "linear zoom rows have at most 2 taps"
-        idx[o, :len(nz)] = nz
-        idx[o, len(nz):] = nz[0] if len(nz) else 0
-        wts[o, :len(nz)] = m[o, nz]
-    return idx, wts
-
-
-def _clipped_zoom_2tap(x: torch.Tensor, zoom: float) -> torch.Tensor:
-    """clipped_zoom(x, zoom, 'centre') as x[i0] * w0 + x[i1] * w1 per axis (W, then H): a GEMM's
-    float32 order (and FMA use) is not defined, this is, so the fused kernel reproduces it."""
-    for dim in (-1, -2):
-        idx, wts = zoom_taps(x.shape[dim], zoom)
-        shape = (-1,) if dim == -1 else (-1, 1)
-        terms = [x.index_select(dim, torch.as_tensor(idx[:, k], device=x.device))
-                 * torch.as_tensor(wts[:, k], device=x.device).view(shape) for k in range(2)]
-        x = terms[0] + terms[1]
-    return x
-
-
 def snow(x: torch.Tensor, p: tuple, ctx: Context) -> torch.Tensor:
     n, c, h, w = x.shape
     rng = ctx.rng
     layer = p[0] + p[1] * rng.normal(0, (1, h, w))
-    layer = _clipped_zoom_2tap(layer.to(x.dtype), float(p[2]))
+    layer = clipped_zoom(layer.to(x.dtype), float(p[2]), "centre")
     layer = torch.where(layer < p[3], torch.zeros_like(layer), layer).clamp(0, 1)
     if ctx.param_set == "cifar10":  # make_cifar_c.py hands ImageMagick an 8-bit PNG
         layer = torch.floor(layer * 255.0) / 255.0
@@ -162,20 +134,19 @@ def snow(x: torch.Tensor, p: tuple, ctx: Context) -> torch.Tensor:
 
 # ---- spatter -----------------------------------------------------------------------------------
 def spatter(x: torch.Tensor, p: tuple, ctx: Context) -> torch.Tensor:
-    from ._image import gaussian_nearest
-    from ._spatter import water_mask
-
     loc, scale, sigma, threshold, intensity, mode = p
     n, c, h, w = x.shape
     liquid = loc + scale * ctx.rng.normal(0, (1, h, w)).to(torch.float64)
-    liquid = gaussian_nearest(liquid, float(sigma))  # fixed order: the fused kernel matches it
+    liquid = gaussian_filter(liquid, float(sigma), "nearest")
     liquid = torch.where(liquid < threshold, torch.zeros_like(liquid), liquid)
     if mode == 0:
+        from ._spatter import water_mask
+
         m = water_mask(liquid, float(intensity)).to(x.dtype)
         color = torch.tensor([175 / 255.0, 238 / 255.0, 238 / 255.0], dtype=x.dtype, device=x.device)
         return x + m * color.view(1, 3, 1, 1)
     mask = (liquid > threshold).to(torch.float64)
-    mask = gaussian_nearest(mask, float(intensity))
+    mask = gaussian_filter(mask, float(intensity), "nearest")
     mask = torch.where(mask < 0.8, torch.zeros_like(mask), mask).to(x.dtype)
     color = torch.tensor([63 / 255.0, 42 / 255.0, 20 / 255.0], dtype=x.dtype, device=x.device)
     return x * (1 - mask) + color.view(1, 3, 1, 1) * mask

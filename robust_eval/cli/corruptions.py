@@ -33,15 +33,15 @@ def register(subparsers) -> None:
     g.add_argument("--params", choices=["cifar10", "imagenet"], default=None,
                    help="severity parameter set (default: imagenet for imagenet, else cifar10)")
     g.add_argument("--out", required=True, help="output folder (gets CIFAR-10-C/ or ImageNet-C/)")
-    g.add_argument("--corruptions", default="all",
-                   help="comma-separated names, 'benchmark' (15) or 'all' (19, default)")
+    g.add_argument("--corruptions", default="benchmark",
+                   help="comma-separated names, or a group: 'benchmark' (the 15, default), "
+                        "'extra' (the 4 others) or 'all' (19)")
     g.add_argument("--limit", type=_positive_int, help="the first N test images only")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     g.add_argument("--batch-size", type=_positive_int, default=500)
-    g.add_argument("--engine", choices=["auto", "torch", "numba"], default="auto",
-                   help="auto: fused numba kernels on CPU where they exist, torch ops otherwise "
-                        "(same output either way; numba needs --device cpu)")
+    g.add_argument("--engine", default="auto", metavar="{auto,torch}",
+                   help="both are the torch engine (auto is kept for existing scripts)")
     g.add_argument("--no-progress", action="store_true")
     g.set_defaults(func=run_generate)
 
@@ -58,8 +58,11 @@ def register(subparsers) -> None:
 
 
 def _corruption_names(text: str) -> List[str]:
+    from corruptions.params import GROUPS, corruption_group
     from robust_eval.evaluate.corruption import parse_corruptions
 
+    if text.strip() in GROUPS:
+        return list(corruption_group(text.strip()))
     try:
         return parse_corruptions(text)
     except ValueError as error:
@@ -114,8 +117,9 @@ def _generate(args) -> int:
 
     names = _corruption_names(args.corruptions)
     device = _device(args.device)
-    if args.engine == "numba" and device.type != "cpu":
-        raise CliError(f"--engine numba runs on the CPU only, got --device {args.device}")
+    if args.engine not in ("auto", "torch"):
+        why = "the numba engine was removed" if args.engine == "numba" else "not an engine"
+        raise CliError(f"--engine {args.engine}: {why}; use auto or torch (both the torch engine)")
     params = args.params or ("imagenet" if args.dataset == "imagenet" else "cifar10")
     data = load_split(args.dataset, args.data_root, "val" if args.dataset == "imagenet"
                       else "test", args.limit)

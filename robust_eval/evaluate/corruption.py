@@ -35,13 +35,13 @@ def default_params(dataset: str) -> str:
 
 
 def parse_corruptions(text: Optional[str]) -> List[str]:
-    """'all' -> the 19; None / 'benchmark' -> the 15; else a comma list of known names."""
-    from corruptions.metrics import ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, check_corruption_name
+    """A group (benchmark = the 15, default; all = the 19; extra) or a comma list of names."""
+    from corruptions.metrics import check_corruption_name
 
-    if text is None or text.strip() in ("", "benchmark"):
-        return list(BENCHMARK_CORRUPTIONS)
-    if text.strip() == "all":
-        return list(ALL_CORRUPTIONS)
+    if text is None or not text.strip():
+        text = "benchmark"
+    if text.strip() in GROUPS:
+        return list(corruption_group(text.strip()))
     names = [n.strip() for n in text.split(",") if n.strip()]
     for name in names:
         check_corruption_name(name)
@@ -228,15 +228,14 @@ def corruption_rows(model: nn.Module, data, *, corruptions: Optional[Sequence[st
     return rows
 
 
-GROUPS = ("benchmark", "all", "extra", "all19")
+GROUPS = ("benchmark", "all", "extra", "all19")  # all19: the older name of all
 
 
 def corruption_group(name: str) -> Tuple[str, ...]:
-    """benchmark = the 15, all = the 19 (all19 too, its older name), extra = the 4."""
-    from corruptions.params import ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS
+    """benchmark = the 15, all = the 19, extra = the 4 (corruptions.params)."""
+    from corruptions.params import corruption_group as leaf_group
 
-    return {"benchmark": BENCHMARK_CORRUPTIONS, "all": ALL_CORRUPTIONS,
-            "all19": ALL_CORRUPTIONS, "extra": EXTRA_CORRUPTIONS}[name]
+    return leaf_group("all" if name == "all19" else name)
 
 
 @register_benchmark

@@ -55,6 +55,20 @@ def test_round_trip_official_layout(cifar_c):
     assert leftovers(folder) == []
 
 
+def test_generated_or_published(cifar_c):
+    folder, _, _ = cifar_c
+    assert CifarC(folder).generation is None  # no generation.json: published files
+    record = {"dataset": "cifar10", "params": "cifar10", "seed": 3, "corruptions": ["fog"]}
+    (folder / "generation.json").write_text(json.dumps(record))
+    assert CifarC(folder.parent).generation == record
+    (folder / "generation.json").write_text("{not json")
+    with pytest.raises(LayoutError, match=r"generation\.json is not valid JSON"):
+        CifarC(folder)
+    (folder / "generation.json").write_text("[1, 2]")
+    with pytest.raises(LayoutError, match="expected a JSON object, got list"):
+        CifarC(folder)
+
+
 def test_dataset_folder_mismatch(cifar_c):
     folder, _, _ = cifar_c
     with pytest.raises(LayoutError, match="is CIFAR-10-C, not the cifar100 corruptions"):

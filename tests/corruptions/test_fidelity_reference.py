@@ -20,7 +20,7 @@ imagecorruptions = pytest.importorskip("imagecorruptions")
 cv2 = pytest.importorskip("cv2")
 from imagecorruptions import corrupt  # noqa: E402
 
-from corruptions.generate import PARAMS, apply_corruption  # noqa: E402
+from corruptions.generate import PARAMS, RECORDS, apply_corruption  # noqa: E402
 from corruptions.ops._rng import ImageRNG, image_keys  # noqa: E402
 
 N_IMAGES = 3
@@ -131,7 +131,7 @@ def test_elastic_matches_opencv_scipy_with_same_draws(imgs224):
         for s in (1, 2, 5):
             alpha, sigma, affine = PARAMS[params]["elastic_transform"][s - 1]
             ours = _ours(np.ascontiguousarray(images), "elastic_transform", s, params=params)
-            keys = image_keys(0, torch.arange(len(images)), 12, s)
+            keys = image_keys(0, torch.arange(len(images)), RECORDS["elastic_transform"].stream_id, s)
             rng = ImageRNG(keys)
             shift = rng.uniform_range(0, (3, 2), -affine, affine, dtype=torch.float64).float().numpy()
             h, w = images.shape[1:3]

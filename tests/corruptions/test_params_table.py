@@ -1,7 +1,13 @@
 """PARAMS must equal shared/reference/corruptions.md value by value (tables written out here)."""
 import pytest
 
-from corruptions.generate import BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, PARAMS
+import dataclasses
+
+import torch
+
+from corruptions import corruption_group
+from corruptions.generate import (ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, CATEGORIES,
+                                  EXTRA_CORRUPTIONS, PARAMS, RECORDS, apply_corruption)
 
 # Copied by hand from corruptions.md, "Parameters per severity 1..5", CIFAR-10-C column.
 CIFAR10_EXPECTED = {
@@ -86,3 +92,54 @@ def test_parameter_sets_differ_where_the_reference_says():
     # severity k of ImageNet is much harsher: ImageNet gaussian sigma .08 = CIFAR severity 3
     assert PARAMS["imagenet"]["gaussian_noise"][0] == PARAMS["cifar10"]["gaussian_noise"][2]
     assert PARAMS["imagenet"]["contrast"] != PARAMS["cifar10"]["contrast"]
+
+
+# The random-stream id of every corruption, written out: each one keys all of that corruption's
+# random draws, so changing one changes every image generated with it.
+STREAM_IDS = {
+    "gaussian_noise": 0, "shot_noise": 1, "impulse_noise": 2, "defocus_blur": 3, "glass_blur": 4,
+    "motion_blur": 5, "zoom_blur": 6, "snow": 7, "frost": 8, "fog": 9, "brightness": 10,
+    "contrast": 11, "elastic_transform": 12, "pixelate": 13, "jpeg_compression": 14,
+    "speckle_noise": 15, "gaussian_blur": 16, "spatter": 17, "saturate": 18,
+}
+
+
+def test_stream_ids_are_pinned():
+    assert {name: r.stream_id for name, r in RECORDS.items()} == STREAM_IDS
+
+
+def test_stream_id_comes_from_the_record_not_the_list_position(monkeypatch):
+    import corruptions.generate as gen
+
+    x = torch.arange(2 * 3 * 32 * 32).remainder(251).to(torch.uint8).view(2, 3, 32, 32)
+    want = apply_corruption(x, "snow", 4)
+    # every corruption at another position (as if one were added in front): same output
+    monkeypatch.setattr(gen, "ALL_CORRUPTIONS", tuple(reversed(ALL_CORRUPTIONS)))
+    monkeypatch.setattr(gen, "RECORDS", dict(reversed(RECORDS.items())))
+    assert torch.equal(apply_corruption(x, "snow", 4), want)
+    # the same position with another id (frost's): other random draws
+    monkeypatch.setitem(gen.RECORDS, "snow", dataclasses.replace(RECORDS["snow"], stream_id=8))
+    assert not torch.equal(apply_corruption(x, "snow", 4), want)
+
+
+def test_views_follow_the_records():
+    assert list(RECORDS) == list(ALL_CORRUPTIONS) == list(BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS)
+    assert all(r.name == name and len(r.cifar10) == len(r.imagenet) == 5 for name, r in RECORDS.items())
+    assert {name: r.cifar10 for name, r in RECORDS.items()} == PARAMS["cifar10"]
+    assert CATEGORIES == {
+        "noise": ("gaussian_noise", "shot_noise", "impulse_noise"),
+        "blur": ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur"),
+        "weather": ("snow", "frost", "fog", "brightness"),
+        "digital": ("contrast", "elastic_transform", "pixelate", "jpeg_compression"),
+        "extra": EXTRA_CORRUPTIONS,
+    }
+
+
+def test_corruption_groups():
+    assert corruption_group() == corruption_group("benchmark") == BENCHMARK_CORRUPTIONS
+    assert len(corruption_group("benchmark")) == 15
+    assert corruption_group("extra") == EXTRA_CORRUPTIONS and len(EXTRA_CORRUPTIONS) == 4
+    assert corruption_group("all") == ALL_CORRUPTIONS and len(ALL_CORRUPTIONS) == 19
+    for bad in ("all19", "Benchmark", None):
+        with pytest.raises(ValueError, match="unknown corruption group .*benchmark, extra, all"):
+            corruption_group(bad)

@@ -53,6 +53,7 @@ def test_generate_cifar10_layout(cifar10_test_npz, tmp_path, capsys):
     assert (record["params"], record["seed"], record["n_per_severity"]) == ("cifar10", 2, 6)
     assert record["corruptions"] == ["gaussian_noise", "pixelate"]
     assert CifarC(folder).corruptions() == ["gaussian_noise", "pixelate"]
+    assert CifarC(folder).generation == record  # generated, not published
 
     # adding a corruption with the same settings extends the set ...
     assert generate("fog", 2) == 0
@@ -84,22 +85,36 @@ def test_generate_errors(cifar10_test_npz, tmp_path, capsys):
     assert not (tmp_path / "q").exists()
 
 
-def test_generate_engines_write_the_same_files(cifar10_test_npz, tmp_path, capsys):
+def test_generate_engine_flag(cifar10_test_npz, tmp_path, capsys):
     root = str(cifar10_test_npz.parent)
-    written = {}
-    for engine in ("auto", "torch", "numba"):
+    base = ["corruptions", "generate", "--dataset", "cifar10", "--data-root", root,
+            "--corruptions", "gaussian_noise", "--limit", "3", "--no-progress"]
+    written = []
+    for engine in ("auto", "torch"):  # both the torch engine
         out = tmp_path / engine
-        assert main(["corruptions", "generate", "--dataset", "cifar10", "--data-root", root,
-                     "--out", str(out), "--corruptions", "gaussian_noise,impulse_noise",
-                     "--limit", "5", "--batch-size", "3", "--engine", engine,
-                     "--no-progress"]) == 0
-        written[engine] = [np.load(out / "CIFAR-10-C" / f"{name}.npy")
-                           for name in ("gaussian_noise", "impulse_noise")]
-    for engine in ("torch", "numba"):
-        assert all((a == b).all() for a, b in zip(written["auto"], written[engine]))
-    with pytest.raises(SystemExit):
-        main(["corruptions", "generate", "--dataset", "cifar10", "--data-root", root, "--out",
-              str(tmp_path / "x"), "--engine", "cuda"])
+        assert main(base + ["--out", str(out), "--engine", engine]) == 0
+        written.append(np.load(out / "CIFAR-10-C" / "gaussian_noise.npy"))
+    assert (written[0] == written[1]).all()
+    capsys.readouterr()
+    for engine, why in (("numba", "the numba engine was removed"), ("cuda", "not an engine")):
+        assert main(base + ["--out", str(tmp_path / engine), "--engine", engine]) == 2
+        err = capsys.readouterr().err
+        assert why in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / engine).exists()
+
+
+def test_generate_defaults_to_the_15_and_takes_groups():
+    from corruptions import ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS
+    from robust_eval.cli import build_parser
+    from robust_eval.cli.corruptions import _corruption_names
+
+    args = build_parser().parse_args(["corruptions", "generate", "--dataset", "cifar10",
+                                      "--out", "x"])
+    assert _corruption_names(args.corruptions) == list(BENCHMARK_CORRUPTIONS)
+    assert len(BENCHMARK_CORRUPTIONS) == 15
+    assert _corruption_names("all") == list(ALL_CORRUPTIONS) and len(ALL_CORRUPTIONS) == 19
+    assert _corruption_names(" extra ") == list(EXTRA_CORRUPTIONS)
+    assert _corruption_names("fog,snow") == ["fog", "snow"]
 
 
 def test_download_cli(tmp_path, capsys):
@@ -136,7 +151,7 @@ def test_download_cli(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_generate_imagenet_c_folders(imagenet_samples, tmp_path):
-    from corruptions.datasets import load_imagenet_c
+    from corruptions.datasets import find_imagenet_c_dir, load_imagenet_c, read_generation
     from robust_eval.data import load_split
 
     out = tmp_path / "out"
@@ -149,8 +164,8 @@ def test_generate_imagenet_c_folders(imagenet_samples, tmp_path):
         assert images.shape == (2, 3, 224, 224) and images.dtype == torch.uint8
         assert sorted(labels.tolist()) == sorted(clean.labels.tolist())
     assert all(i.endswith(".JPEG") for i in ids)
-    record = json.loads((out / "ImageNet-C" / "generation.json").read_text())
-    assert record["params"] == "imagenet"
+    record = read_generation(find_imagenet_c_dir(out))
+    assert record["params"] == "imagenet" and record["corruptions"] == ["contrast"]
 
 
 def test_generate_crash_leaves_no_partial_file(cifar10_test_npz, tmp_path, monkeypatch):
