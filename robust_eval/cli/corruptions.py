@@ -8,7 +8,9 @@ Each file appears only once complete. download fetches the published CIFAR-10-C 
 """
 from __future__ import annotations
 
+import argparse
 import json
+import shutil
 from pathlib import Path
 from typing import List
 
@@ -16,7 +18,7 @@ from robust_eval.cli import CliError
 from robust_eval.cli import parse_device as _device
 from robust_eval.cli import positive_int as _positive_int
 
-GENERATION_FILE = "generation.json"
+GENERATION_FILE = "generation.json"  # corruptions.datasets.GENERATION_FILE, without its imports
 
 
 def register(subparsers) -> None:
@@ -37,7 +39,8 @@ def register(subparsers) -> None:
                    help="comma-separated names, or a group: 'benchmark' (the 15, default), "
                         "'extra' (the 4 others) or 'all' (19)")
     g.add_argument("--limit", type=_positive_int, help="the first N test images only")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=_seed, default=0, help="seed of the random corruptions "
+                                                         "(an integer >= 0, default 0)")
     g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     g.add_argument("--batch-size", type=_positive_int, default=500)
     g.add_argument("--engine", default="auto", metavar="{auto,torch}",
@@ -55,6 +58,16 @@ def register(subparsers) -> None:
     d.add_argument("--keep-archive", action="store_true", help="keep the .tar after extracting")
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=run_download)
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
 
 
 def _corruption_names(text: str) -> List[str]:
@@ -107,11 +120,7 @@ def run_generate(args) -> int:
 
 
 def _generate(args) -> int:
-    from tqdm.auto import tqdm
-
-    from corruptions.datasets import CIFAR_C_FOLDERS, IMAGENET_C_FOLDER, CifarCWriter, \
-        write_cifar_c_labels
-    from corruptions.generate import apply_corruption
+    from corruptions.datasets import CIFAR_C_FOLDERS, IMAGENET_C_FOLDER
     from robust_eval.data import load_split
     from robust_eval.schema import code_version
 
@@ -132,7 +141,28 @@ def _generate(args) -> int:
               "generator": "corruptions.generate.apply_corruption",
               "code_version": code_version()}
     _check_existing(folder, record)
+    created = next((d for d in [*reversed(folder.parents), folder] if not d.exists()), None)
     folder.mkdir(parents=True, exist_ok=True)
+    try:
+        _write_set(folder, names, data, params, args, device, record)
+    except BaseException:
+        # A set is output once generation.json lists a finished corruption; before that,
+        # nothing of a failed first run may stay behind looking like one.
+        if created is not None and not (folder / GENERATION_FILE).exists():
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+    print(f"wrote {len(names)} corruption(s) x 5 severities x {len(data.labels)} images to "
+          f"{folder}")
+    return 0
+
+
+def _write_set(folder, names, data, params, args, device, record) -> None:
+    from tqdm.auto import tqdm
+
+    from corruptions.datasets import CifarCWriter, write_cifar_c_labels
+    from corruptions.generate import apply_corruption
+
+    n = len(data.labels)
     ids = _imagenet_ids(data) if args.dataset == "imagenet" else None
     if ids is None:
         if tuple(data.images.shape[2:]) != (32, 32):
@@ -159,8 +189,6 @@ def _generate(args) -> int:
                 bar.update(len(images))
         _write_record(folder, record, [name])
     bar.close()
-    print(f"wrote {len(names)} corruption(s) x 5 severities x {n} images to {folder}")
-    return 0
 
 
 def _corrupted(data, name, params, args, device, apply_corruption):

@@ -153,7 +153,7 @@ def test_mce_guards_against_cifar():
         mce(frame)
     assert math.isfinite(mce(frame, allow_non_imagenet=True))
     with pytest.raises(ValueError, match="CIFAR parameter set"):
-        mce(full_frame(lambda c, s: 0.7, dataset="imagenet", params="cifar10"))
+        mce(full_frame(lambda c, s: 0.7, dataset="imagenet", param_set="cifar10"))
 
 
 def test_bad_names_and_severities():

@@ -191,3 +191,31 @@ def test_generate_crash_leaves_no_partial_file(cifar10_test_npz, tmp_path, monke
                                                         "labels.npy"]
     assert json.loads((folder / "generation.json").read_text())["corruptions"] == ["brightness"]
     assert CifarC(folder).corruptions() == ["brightness"]
+
+
+def test_a_failed_generation_leaves_nothing_that_looks_like_output(tmp_path, capsys,
+                                                                   cifar10_test_npz, monkeypatch):
+    out = tmp_path / "gen"
+    common = ["corruptions", "generate", "--dataset", "cifar10", "--data-root",
+              str(cifar10_test_npz.parent), "--limit", "4", "--out", str(out),
+              "--corruptions", "fog", "--no-progress"]
+    with pytest.raises(SystemExit):
+        main(common + ["--seed", "-1"])
+    assert "expected an integer >= 0" in capsys.readouterr().err and not out.exists()
+
+    import corruptions.generate as generate
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(generate, "apply_corruption", broken)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        main(common)
+    assert not out.exists()
+
+
+def test_the_command_names_the_leaf_generation_record():
+    from corruptions import datasets
+    from robust_eval.cli import corruptions as command
+
+    assert command.GENERATION_FILE == datasets.GENERATION_FILE
