@@ -122,16 +122,53 @@ def _json_default(value: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------- reading
-def _looks_like_safetensors(path: Path) -> bool:
+def _sniff(path: Path) -> Optional[str]:
+    """'safetensors', 'zip' (torch.save), 'pickle' (legacy torch.save) or None, from the header.
+    Anything else goes no further: torch would call random bytes a pickle needing code."""
     with open(path, "rb") as f:
         head = f.read(9)
-    return len(head) == 9 and head[8:9] == b"{"
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
+        return "safetensors"
+    if head[:4] == b"PK\x03\x04":
+        return "zip"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "pickle"
+    return None
+
+
+def _numbers(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+
+
+_TEXT, _OBJECT = (lambda v: isinstance(v, str), "a string"), (lambda v: isinstance(v, dict),
+                                                               "a JSON object")
+# Our metadata's fields and their types: a hand-edited header must fail here, by name.
+_META_FIELDS = {
+    "format": _TEXT, "arch": _TEXT, "norm": _TEXT, "weights_sha256": _TEXT,
+    "num_classes": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+                    "a positive integer"),
+    "mean": (_numbers, "a list of numbers"), "std": (_numbers, "a list of numbers"),
+    "input_size": (_numbers, "a list of numbers"),
+    "recipe": _OBJECT, "metrics": _OBJECT, "extra": _OBJECT,
+}
+
+
+def _check_meta(path: Path, meta: Any) -> dict:
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: metadata field {META_KEY!r} must be a JSON object, got "
+                              f"a JSON {type(meta).__name__}")
+    for name, (ok, want) in _META_FIELDS.items():
+        if meta.get(name) is not None and not ok(meta[name]):
+            raise CheckpointError(f"{path}: metadata field {META_KEY}.{name} must be {want}, "
+                                  f"got {meta[name]!r}")
+    return meta
 
 
 def read_checkpoint_metadata(path: PathLike) -> dict:
     """Own-format metadata (empty dict for other formats); never reads the weights."""
     path = _existing(path)
-    if not _looks_like_safetensors(path):
+    if _sniff(path) != "safetensors":
         return {}
     from safetensors import safe_open
 
@@ -143,37 +180,48 @@ def read_checkpoint_metadata(path: PathLike) -> dict:
     if META_KEY not in header:
         return {}
     try:
-        return json.loads(header[META_KEY])
+        meta = json.loads(header[META_KEY])
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{path}: robust_eval metadata is not valid JSON ({error})") from None
+    return _check_meta(path, meta)
 
 
 def _existing(path: PathLike) -> Path:
+    """The path of a non-empty file in a format we read; else a CheckpointError saying why."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file")
     if not path.exists():
         raise CheckpointError(f"checkpoint file {path} does not exist")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} is not a file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint file {path} is empty")
+    if _sniff(path) is None:
+        raise CheckpointError(f"{path}: not a checkpoint file (unrecognised format)")
     return path
+
+
+def _reason(error: BaseException) -> str:
+    """The informative line of a torch.load error (the blocked global, the bad opcode)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return next((line for line in lines if "GLOBAL" in line or "Unsupported" in line),
+                lines[0] if lines else type(error).__name__)
 
 
 def _torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if "weights_only" in str(error) or "global" in str(error).lower():
+        if "global" in str(error).lower():
             raise CheckpointError(
                 f"refusing to load {path}: it is a pickle that would need code execution to load "
-                f"({first}). Re-save its state_dict with torch.save(model.state_dict(), ...) in "
-                f"the environment that made it.") from None
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({first})") from None
+                f"({_reason(error)}). Re-save its state_dict with torch.save(model.state_dict(), "
+                f"...) in the environment that made it.") from None
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({_reason(error)})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError,
             IndexError, TypeError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({first})") from None
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({_reason(error)})") from None
 
 
 def strip_prefixes(state_dict: Mapping[str, Any],
@@ -194,7 +242,7 @@ def read_state_dict(path: PathLike) -> Tuple[Dict[str, torch.Tensor], dict, str]
     """(state_dict with prefixes stripped, info, kind). kind: robust-eval | official-convnorm |
     legacy-dict | state-dict. info: own metadata, or the non-weight fields of a legacy dict."""
     path = _existing(path)
-    if _looks_like_safetensors(path):
+    if _sniff(path) == "safetensors":
         from safetensors.torch import load_file
 
         meta = read_checkpoint_metadata(path)
