@@ -138,7 +138,8 @@ def test_plugins_get_their_flags_base_fields_and_one_name_each(tiny_file, monkey
 def test_robustbench_source_errors_name_the_expected_file(tmp_path, capsys):
     rc = main(["evaluate", "--robustbench", "Standard", "--model-dir", str(tmp_path),
                "--dataset", "digits", "--limit", "4"])
-    assert rc == 2 and "no RobustBench model 'Standard' for digits/Linf" in capsys.readouterr().err
+    assert rc == 2 and ("unknown RobustBench dataset 'digits': choose cifar10, cifar100, "
+                        "imagenet") in capsys.readouterr().err
     rc = main(["evaluate", "--robustbench", "Standard", "--model-dir", str(tmp_path),
                "--dataset", "cifar10", "--data-root", str(tmp_path)])
     err = capsys.readouterr().err
