@@ -127,7 +127,8 @@ def _sniff(path: Path) -> Optional[str]:
     Anything else goes no further: torch would call random bytes a pickle needing code."""
     with open(path, "rb") as f:
         head = f.read(9)
-    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
+    header_size = int.from_bytes(head[:8], "little")
+    if len(head) == 9 and head[8:9] == b"{" and header_size < path.stat().st_size:
         return "safetensors"
     if head[:4] == b"PK\x03\x04":
         return "zip"
@@ -141,15 +142,15 @@ def _numbers(value: Any) -> bool:
         isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
 
 
-_TEXT, _OBJECT = (lambda v: isinstance(v, str), "a string"), (lambda v: isinstance(v, dict),
-                                                               "a JSON object")
+_TEXT = (lambda v: isinstance(v, str), "a string")
+_OBJECT = (lambda v: isinstance(v, dict), "a JSON object")
+_NUMBERS = (_numbers, "a list of numbers")
 # Our metadata's fields and their types: a hand-edited header must fail here, by name.
 _META_FIELDS = {
     "format": _TEXT, "arch": _TEXT, "norm": _TEXT, "weights_sha256": _TEXT,
     "num_classes": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
                     "a positive integer"),
-    "mean": (_numbers, "a list of numbers"), "std": (_numbers, "a list of numbers"),
-    "input_size": (_numbers, "a list of numbers"),
+    "mean": _NUMBERS, "std": _NUMBERS, "input_size": _NUMBERS,
     "recipe": _OBJECT, "metrics": _OBJECT, "extra": _OBJECT,
 }
 
@@ -218,10 +219,12 @@ def _torch_load(path: Path) -> Any:
                 f"refusing to load {path}: it is a pickle that would need code execution to load "
                 f"({_reason(error)}). Re-save its state_dict with torch.save(model.state_dict(), "
                 f"...) in the environment that made it.") from None
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({_reason(error)})") from None
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint "
+                              f"({_reason(error)})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError,
             IndexError, TypeError) as error:
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({_reason(error)})") from None
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint "
+                              f"({_reason(error)})") from None
 
 
 def strip_prefixes(state_dict: Mapping[str, Any],
@@ -471,7 +474,6 @@ def _robustbench_zoo() -> Tuple[Dict[str, Dict[str, Mapping[str, dict]]], List[s
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
-        import robustbench.utils  # noqa: F401  (the downloader's User-Agent; timm, gdown)
         from robustbench.model_zoo import model_dicts
         from robustbench.model_zoo.enums import ThreatModel
     zoo = {d.value: {t.value: models for t, models in threats.items()}
@@ -516,8 +518,9 @@ def robustbench_entry(name: str, dataset: str = "cifar10", threat_model: str = "
     hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
     if elsewhere:
         hint += f"; {name!r} exists for {', '.join(elsewhere)}"
-    raise CheckpointError(f"no RobustBench model {name!r} for {dataset}/{threat}{hint} (`robust-eval "
-                          f"zoo list --dataset {dataset} --threat {threat}` lists them)")
+    raise CheckpointError(f"no RobustBench model {name!r} for {dataset}/{threat}{hint} "
+                          f"(`robust-eval zoo list --dataset {dataset} --threat {threat}` lists "
+                          f"them)")
 
 
 def list_robustbench(dataset: Optional[str] = None, threat_model: Optional[str] = None
@@ -532,10 +535,14 @@ def list_robustbench(dataset: Optional[str] = None, threat_model: Optional[str] 
 
 def robustbench_path(name: str, model_dir: PathLike, dataset: str = "cifar10",
                      threat_model: str = "Linf") -> Path:
-    """Where robustbench.utils.load_model looks: <model_dir>/<dataset>/<threat>/<name>.pt,
-    in RobustBench's spelling; an unknown dataset, threat or name is a CheckpointError."""
-    dataset, threat, _ = robustbench_entry(name, dataset, threat_model)
-    return Path(model_dir) / dataset / threat / f"{name}.pt"
+    """Where robustbench.utils.load_model looks: <model_dir>/<dataset>/<threat>/<name>.pt, in
+    RobustBench's spelling. Never raises: a job's missing or unknown model fails in its own cells,
+    where load_robustbench names what is wrong."""
+    try:
+        dataset, threat_model = _zoo_spelling(dataset, threat_model)
+    except CheckpointError:
+        pass
+    return Path(model_dir) / dataset / threat_model / f"{name}.pt"
 
 
 def download_robustbench(name: str, model_dir: PathLike, dataset: str = "cifar10",

@@ -1,4 +1,4 @@
-"""`robust-eval zoo`: list RobustBench zoo models, download their files where evaluate reads them."""
+"""`robust-eval zoo`: list RobustBench zoo models, fetch their files to where evaluate reads."""
 from __future__ import annotations
 
 import argparse
@@ -27,7 +27,7 @@ def register(subparsers) -> None:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from robust_eval.checkpoints import (download_robustbench, file_sha256, robustbench_path)
+    from robust_eval.checkpoints import download_robustbench, file_sha256, robustbench_path
 
     path = robustbench_path(args.name, args.model_dir, args.dataset, args.threat)
     present = path.is_file()

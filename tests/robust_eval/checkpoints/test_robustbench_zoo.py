@@ -68,7 +68,8 @@ def test_threat_and_dataset_are_case_insensitive_and_errors_blame_the_wrong_part
         load_robustbench("Standard", tmp_path, threat_model="linfinity")
     with pytest.raises(CheckpointError, match=r"unknown RobustBench dataset 'mnist': choose "
                                               r"cifar10, cifar100, imagenet"):
-        robustbench_path("Standard", tmp_path, "mnist")
+        robustbench_entry("Standard", "mnist")
+    assert robustbench_path("Nope", tmp_path, "mnist") == tmp_path / "mnist" / "Linf" / "Nope.pt"
     with pytest.raises(CheckpointError, match=r"RobustBench has no cifar100 models for threat L2 "
                                               r"\(cifar100 has Linf, corruptions\)"):
         robustbench_entry("Standard", "cifar100", "L2")
