@@ -90,11 +90,21 @@ def failed_rows(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    if path.suffix in (".csv", ".txt"):
-        return pd.read_csv(path, low_memory=False)
-    raise ValueError(f"{path}: unknown result file type (expected .csv or .parquet)")
+    """A result table by its suffix; content that is not CSV/parquet is a ValueError naming the
+    file (pandas' own errors do not)."""
+    if path.suffix not in (".parquet", ".csv", ".txt"):
+        raise ValueError(f"{path}: unknown result file type (expected .csv or .parquet)")
+    kind = "parquet" if path.suffix == ".parquet" else "CSV"
+    try:
+        return pd.read_parquet(path) if kind == "parquet" else pd.read_csv(path, low_memory=False)
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not a CSV file: byte {error.start} is not UTF-8 text "
+                         f"(binary or compressed data?)") from None
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path} is not a CSV file: it is empty (no header row)") from None
+    except (pd.errors.ParserError, OSError, ValueError) as error:  # pyarrow's errors included
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{path} is not a readable {kind} file ({first})") from None
 
 
 def load_results(path: Union[str, os.PathLike]) -> ResultSet:
@@ -119,9 +129,7 @@ def load_results(path: Union[str, os.PathLike]) -> ResultSet:
         if table.suffix != ".parquet" or not csv.is_file():
             raise ValueError(f"cannot read {table}: {error}") from None
         notes.append(f"{table.name} unreadable ({error}); read {csv.name}")
-        frame, table = pd.read_csv(csv, low_memory=False), csv
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as error:
-        raise ValueError(f"cannot read result table {table}: {error}") from None
+        frame, table = read_table(csv), csv
     frame = normalize_frame(frame, str(table))
     run: Dict[str, Any] = {}
     if run_path is not None and run_path.is_file():

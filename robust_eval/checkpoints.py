@@ -122,16 +122,54 @@ def _json_default(value: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------- reading
-def _looks_like_safetensors(path: Path) -> bool:
+def _sniff(path: Path) -> Optional[str]:
+    """'safetensors', 'zip' (torch.save), 'pickle' (legacy torch.save) or None, from the header.
+    Anything else goes no further: torch would call random bytes a pickle needing code."""
     with open(path, "rb") as f:
         head = f.read(9)
-    return len(head) == 9 and head[8:9] == b"{"
+    header_size = int.from_bytes(head[:8], "little")
+    if len(head) == 9 and head[8:9] == b"{" and header_size < path.stat().st_size:
+        return "safetensors"
+    if head[:4] == b"PK\x03\x04":
+        return "zip"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "pickle"
+    return None
+
+
+def _numbers(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+
+
+_TEXT = (lambda v: isinstance(v, str), "a string")
+_OBJECT = (lambda v: isinstance(v, dict), "a JSON object")
+_NUMBERS = (_numbers, "a list of numbers")
+# Our metadata's fields and their types: a hand-edited header must fail here, by name.
+_META_FIELDS = {
+    "format": _TEXT, "arch": _TEXT, "norm": _TEXT, "weights_sha256": _TEXT,
+    "num_classes": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+                    "a positive integer"),
+    "mean": _NUMBERS, "std": _NUMBERS, "input_size": _NUMBERS,
+    "recipe": _OBJECT, "metrics": _OBJECT, "extra": _OBJECT,
+}
+
+
+def _check_meta(path: Path, meta: Any) -> dict:
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: metadata field {META_KEY!r} must be a JSON object, got "
+                              f"a JSON {type(meta).__name__}")
+    for name, (ok, want) in _META_FIELDS.items():
+        if meta.get(name) is not None and not ok(meta[name]):
+            raise CheckpointError(f"{path}: metadata field {META_KEY}.{name} must be {want}, "
+                                  f"got {meta[name]!r}")
+    return meta
 
 
 def read_checkpoint_metadata(path: PathLike) -> dict:
     """Own-format metadata (empty dict for other formats); never reads the weights."""
     path = _existing(path)
-    if not _looks_like_safetensors(path):
+    if _sniff(path) != "safetensors":
         return {}
     from safetensors import safe_open
 
@@ -143,37 +181,50 @@ def read_checkpoint_metadata(path: PathLike) -> dict:
     if META_KEY not in header:
         return {}
     try:
-        return json.loads(header[META_KEY])
+        meta = json.loads(header[META_KEY])
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{path}: robust_eval metadata is not valid JSON ({error})") from None
+    return _check_meta(path, meta)
 
 
 def _existing(path: PathLike) -> Path:
+    """The path of a non-empty file in a format we read; else a CheckpointError saying why."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file")
     if not path.exists():
         raise CheckpointError(f"checkpoint file {path} does not exist")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} is not a file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint file {path} is empty")
+    if _sniff(path) is None:
+        raise CheckpointError(f"{path}: not a checkpoint file (unrecognised format)")
     return path
+
+
+def _reason(error: BaseException) -> str:
+    """The informative line of a torch.load error (the blocked global, the bad opcode)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return next((line for line in lines if "GLOBAL" in line or "Unsupported" in line),
+                lines[0] if lines else type(error).__name__)
 
 
 def _torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if "weights_only" in str(error) or "global" in str(error).lower():
+        if "global" in str(error).lower():
             raise CheckpointError(
                 f"refusing to load {path}: it is a pickle that would need code execution to load "
-                f"({first}). Re-save its state_dict with torch.save(model.state_dict(), ...) in "
-                f"the environment that made it.") from None
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({first})") from None
+                f"({_reason(error)}). Re-save its state_dict with torch.save(model.state_dict(), "
+                f"...) in the environment that made it.") from None
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint "
+                              f"({_reason(error)})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError,
             IndexError, TypeError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({first})") from None
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint "
+                              f"({_reason(error)})") from None
 
 
 def strip_prefixes(state_dict: Mapping[str, Any],
@@ -194,7 +245,7 @@ def read_state_dict(path: PathLike) -> Tuple[Dict[str, torch.Tensor], dict, str]
     """(state_dict with prefixes stripped, info, kind). kind: robust-eval | official-convnorm |
     legacy-dict | state-dict. info: own metadata, or the non-weight fields of a legacy dict."""
     path = _existing(path)
-    if _looks_like_safetensors(path):
+    if _sniff(path) == "safetensors":
         from safetensors.torch import load_file
 
         meta = read_checkpoint_metadata(path)
@@ -407,10 +458,193 @@ def load_checkpoint(path: PathLike, arch: Optional[str] = None, norm: Optional[s
 
 
 # ----------------------------------------------------------------------------- RobustBench
+# robustbench.utils.download_gdrive's URL for a zoo file; the file's id is appended as &id=.
+GDRIVE_URL = "https://docs.google.com/uc?export=download&confirm=t"
+
+
+def _robustbench_zoo() -> Tuple[Dict[str, Dict[str, Mapping[str, dict]]], List[str]]:
+    """robustbench's model list as {dataset: {threat: {name: entry}}}, and its threat names,
+    imported on first use. Importing robustbench prints third-party noise (a torch.jit
+    FutureWarning, timm and pkg_resources deprecations) into users' output: that is silenced for
+    this import alone, never by a process-wide filter."""
+    from robust_eval._compat import install_autoattack_alias
+
+    install_autoattack_alias()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+        from robustbench.model_zoo import model_dicts
+        from robustbench.model_zoo.enums import ThreatModel
+    zoo = {d.value: {t.value: models for t, models in threats.items()}
+           for d, threats in model_dicts.items()}
+    return zoo, [t.value for t in ThreatModel]
+
+
+def _zoo_spelling(dataset: Optional[str], threat_model: Optional[str]
+                  ) -> Tuple[Optional[str], Optional[str]]:
+    """RobustBench's spelling of a dataset and a threat model (None stays None), any case."""
+    zoo, threats = _robustbench_zoo()
+    spelled = []
+    for value, choices, what in ((dataset, list(zoo), "dataset"),
+                                 (threat_model, threats, "threat model")):
+        match = [c for c in choices if value is not None and c.lower() == str(value).lower()]
+        if value is not None and not match:
+            raise CheckpointError(f"unknown RobustBench {what} {value!r}: choose "
+                                  f"{', '.join(choices)}")
+        spelled.append(match[0] if match else None)
+    dataset, threat = spelled
+    # load_model keeps corruptions_3d models in the corruptions zoo and folder.
+    return dataset, threat and threat.replace("_3d", "")
+
+
+def robustbench_entry(name: str, dataset: str = "cifar10", threat_model: str = "Linf"
+                      ) -> Tuple[str, str, dict]:
+    """(dataset, threat, zoo entry) from the model list robustbench ships; dataset and threat
+    are case-insensitive, names are not (as in robustbench). Errors blame the wrong part."""
+    import difflib
+
+    zoo, _ = _robustbench_zoo()
+    dataset, threat = _zoo_spelling(dataset, threat_model)
+    if threat not in zoo[dataset]:
+        raise CheckpointError(f"RobustBench has no {dataset} models for threat {threat} "
+                              f"({dataset} has {', '.join(zoo[dataset])})")
+    models = zoo[dataset][threat]
+    if name in models:
+        return dataset, threat, models[name]
+    lower = {m.lower(): m for m in models}
+    close = [lower[m] for m in difflib.get_close_matches(name.lower(), lower, n=3, cutoff=0.6)]
+    elsewhere = [f"{d}/{t}" for d in zoo for t in zoo[d] if name in zoo[d][t]]
+    hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+    if elsewhere:
+        hint += f"; {name!r} exists for {', '.join(elsewhere)}"
+    raise CheckpointError(f"no RobustBench model {name!r} for {dataset}/{threat}{hint} "
+                          f"(`robust-eval zoo list --dataset {dataset} --threat {threat}` lists "
+                          f"them)")
+
+
+def list_robustbench(dataset: Optional[str] = None, threat_model: Optional[str] = None
+                     ) -> List[Tuple[str, str, str, Any]]:
+    """(dataset, threat, name, gdrive_id) of every zoo model, or of one dataset and/or threat.
+    gdrive_id is None for timm models (no zoo file) and a list for ensembles."""
+    zoo, _ = _robustbench_zoo()
+    dataset, threat = _zoo_spelling(dataset, threat_model)
+    return [(d, t, name, entry.get("gdrive_id")) for d in zoo if dataset in (None, d)
+            for t in zoo[d] if threat in (None, t) for name, entry in zoo[d][t].items()]
+
+
 def robustbench_path(name: str, model_dir: PathLike, dataset: str = "cifar10",
                      threat_model: str = "Linf") -> Path:
-    """Where robustbench.utils.load_model looks: <model_dir>/<dataset>/<threat>/<name>.pt."""
+    """Where robustbench.utils.load_model looks: <model_dir>/<dataset>/<threat>/<name>.pt, in
+    RobustBench's spelling. Never raises: a job's missing or unknown model fails in its own cells,
+    where load_robustbench names what is wrong."""
+    try:
+        dataset, threat_model = _zoo_spelling(dataset, threat_model)
+    except CheckpointError:
+        pass
     return Path(model_dir) / dataset / threat_model / f"{name}.pt"
+
+
+def download_robustbench(name: str, model_dir: PathLike, dataset: str = "cifar10",
+                         threat_model: str = "Linf", timeout: float = 60.0) -> Path:
+    """Fetch a zoo file into robustbench_path(...) from its gdrive id in robustbench's list; a
+    file already there is kept. The download goes to a temporary file that must load with
+    weights_only=True before it is renamed into place, so a failure leaves nothing behind."""
+    dataset, threat, entry = robustbench_entry(name, dataset, threat_model)
+    gdrive_id = entry.get("gdrive_id")
+    if not isinstance(gdrive_id, str):
+        what = ("a timm model with no zoo file" if gdrive_id is None
+                else f"an ensemble of {len(gdrive_id)} files")
+        raise CheckpointError(f"RobustBench {name} ({dataset}/{threat}) is {what}: only "
+                              f"single-file zoo models can be downloaded and loaded here")
+    path = robustbench_path(name, model_dir, dataset, threat)
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        url = _gdrive_fetch(gdrive_id, Path(tmp), timeout)
+        try:
+            obj = _torch_load(_existing(tmp))
+        except CheckpointError as error:
+            raise CheckpointError(f"RobustBench {name}: the file served by {url} is unusable "
+                                  f"({error})") from None
+        if not isinstance(obj, Mapping):
+            raise CheckpointError(f"RobustBench {name}: the file served by {url} holds a "
+                                  f"{type(obj).__name__}, not a state dict")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _gdrive_fetch(gdrive_id: str, dest: Path, timeout: float) -> str:
+    """Stream a public Google Drive file into dest, asked for as robustbench.utils.download_gdrive
+    does (GDRIVE_URL, its browser User-Agent, the download_warning cookie's confirm token); big
+    files answer with a virus-scan form first, followed as gdown does. Returns the file's URL."""
+    import http.cookiejar
+    import shutil
+    import urllib.parse
+    import urllib.request
+
+    from robustbench.utils import CANNED_USER_AGENT
+
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    opener.addheaders = [("User-Agent", CANNED_USER_AGENT)]
+    url = f"{GDRIVE_URL}&{urllib.parse.urlencode({'id': gdrive_id})}"
+    for _ in range(3):  # the file, or a page leading to it
+        try:
+            with opener.open(url, timeout=timeout) as response:
+                if response.headers.get_content_type() != "text/html":
+                    with open(dest, "wb") as out:
+                        shutil.copyfileobj(response, out, 1 << 20)
+                    return url
+                page = response.read(1 << 20).decode("utf-8", "replace")
+                base = response.geturl()
+        except OSError as error:
+            raise CheckpointError(f"cannot download Google Drive file {gdrive_id} from {url}: "
+                                  f"{error}") from None
+        url = _gdrive_next_url(page, base, jar, gdrive_id)
+    raise CheckpointError(f"Google Drive answered file {gdrive_id} with pages, never the file")
+
+
+def _gdrive_next_url(page: str, base: str, jar, gdrive_id: str) -> str:
+    import re
+    import urllib.parse
+    from html.parser import HTMLParser
+
+    token = next((c.value for c in jar if c.name.startswith("download_warning")), None)
+    if token:
+        return f"{GDRIVE_URL}&{urllib.parse.urlencode({'id': gdrive_id, 'confirm': token})}"
+
+    class Form(HTMLParser):  # <form id="download-form" action=...> and its hidden inputs
+        def __init__(self):
+            super().__init__()
+            self.action, self.fields, self.inside = None, {}, False
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if tag == "form" and attrs.get("id") == "download-form":
+                self.action, self.inside = attrs.get("action"), True
+            elif tag == "input" and self.inside and attrs.get("type") == "hidden":
+                self.fields[attrs.get("name") or ""] = attrs.get("value") or ""
+
+        def handle_endtag(self, tag):
+            self.inside = self.inside and tag != "form"
+
+    form = Form()
+    form.feed(page)
+    if form.action:
+        action = urllib.parse.urlsplit(urllib.parse.urljoin(base, form.action))
+        query = dict(urllib.parse.parse_qsl(action.query), **form.fields)
+        return urllib.parse.urlunsplit(action._replace(query=urllib.parse.urlencode(query)))
+    error = re.search(r'class="uc-error-subcaption">([^<]*)<', page)
+    raise CheckpointError(f"Google Drive did not serve file {gdrive_id}: " + (
+        error.group(1) if error else "it answered with a web page (the file is not shared "
+                                     "publicly, or its download quota is used up)"))
 
 
 def load_robustbench(name: str, model_dir: PathLike, dataset: str = "cifar10",
@@ -422,27 +656,20 @@ def load_robustbench(name: str, model_dir: PathLike, dataset: str = "cifar10",
     since torch 2.6, and a user's TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 turns it off), so we read it
     ourselves and apply the same key fixes ('state_dict', 'module.', 'model.'). 'Standard' goes
     into our wrn28_10 (same layout); other zoo entries into robustbench's own architecture.
-    Zoo models take [0,1] inputs, so the wrapper's mean/std are 0/1.
+    Zoo models take [0,1] inputs, so the wrapper's mean/std are 0/1. dataset and threat_model
+    are case-insensitive; download=True fetches a missing file (download_robustbench).
     """
-    import robust_eval  # noqa: F401  (autoattack alias so robustbench imports)
-    from robustbench.model_zoo import model_dicts
-    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
-
     from robust_eval.models import NormalizedModel, create_model
 
-    try:
-        entry = model_dicts[BenchmarkDataset(dataset)][ThreatModel(threat_model)][name]
-    except (KeyError, ValueError):
-        raise CheckpointError(f"no RobustBench model {name!r} for {dataset}/{threat_model}") from None
+    dataset, threat_model, entry = robustbench_entry(name, dataset, threat_model)
     path = robustbench_path(name, model_dir, dataset, threat_model)
     if not path.is_file():
         if not download:
-            raise CheckpointError(f"RobustBench file {path} does not exist (download=True fetches "
-                                  f"it from Google Drive, id {entry['gdrive_id']})")
-        from robustbench.utils import download_gdrive_new
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        download_gdrive_new(entry["gdrive_id"], path)
+            raise CheckpointError(
+                f"RobustBench file {path} does not exist; download it with `robust-eval zoo "
+                f"download {name} --dataset {dataset} --threat {threat_model} --model-dir "
+                f"{model_dir}`")
+        download_robustbench(name, model_dir, dataset, threat_model)
     obj = _torch_load(_existing(path))
     state = obj["state_dict"] if isinstance(obj, Mapping) and "state_dict" in obj else obj
     if not isinstance(state, Mapping):
@@ -471,6 +698,7 @@ def load_robustbench(name: str, model_dir: PathLike, dataset: str = "cifar10",
     return model.to(device).eval()
 
 
-__all__ = ["CheckpointError", "compare_keys", "file_sha256", "infer_arch_norm", "load_checkpoint",
-           "load_robustbench", "read_checkpoint_metadata", "read_state_dict", "robustbench_path",
+__all__ = ["CheckpointError", "compare_keys", "download_robustbench", "file_sha256",
+           "infer_arch_norm", "list_robustbench", "load_checkpoint", "load_robustbench",
+           "read_checkpoint_metadata", "read_state_dict", "robustbench_entry", "robustbench_path",
            "save_checkpoint", "strip_prefixes", "weights_sha256"]

@@ -15,6 +15,7 @@ SUBCOMMAND_MODULES = [
     "run",          # robust-eval run CONFIG
     "demo",         # robust-eval demo
     "report",       # robust-eval report | baseline | check
+    "zoo",          # robust-eval zoo list|download
 ]
 
 

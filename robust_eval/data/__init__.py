@@ -31,11 +31,19 @@ class LabeledImages:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        """Every loader ends here, so bad data is refused once, naming where it came from."""
+        where = self.source or self.name
         if self.images.dim() != 4 or self.images.shape[1] != 3:
-            raise DataError(f"{self.name}: images must be N,3,H,W, got {tuple(self.images.shape)}")
+            raise DataError(f"{where}: images must be N,3,H,W, got {tuple(self.images.shape)}")
         if self.labels.dim() != 1 or len(self.labels) != len(self.images):
-            raise DataError(f"{self.name}: {len(self.images)} images but labels of shape "
+            raise DataError(f"{where}: {len(self.images)} images but labels of shape "
                             f"{tuple(self.labels.shape)}")
+        if len(self.labels) == 0:
+            raise DataError(f"{where}: no examples (0 images)")
+        low, high = int(self.labels.min()), int(self.labels.max())
+        if low < 0 or high >= len(self.classes):
+            raise DataError(f"{where}: labels must lie in 0..{len(self.classes) - 1} "
+                            f"({len(self.classes)} classes), got min {low}, max {high}")
 
     def __len__(self) -> int:
         return len(self.labels)

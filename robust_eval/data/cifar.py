@@ -82,8 +82,12 @@ def _read_torchvision(dataset: str, folder: Path, split: str) -> Tuple[np.ndarra
         data = np.asarray(batch["data"], dtype=np.uint8)
         if data.ndim != 2 or data.shape[1] != 3072:
             raise DataError(f"{folder / name}: data must be N x 3072, got {data.shape}")
+        labels = np.asarray(batch[layout["label_key"]], dtype=np.int64)
+        if labels.shape != (len(data),):
+            raise DataError(f"{folder / name}: {len(data)} images but "
+                            f"{layout['label_key']!r} has shape {labels.shape}")
         xs.append(data.reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(batch[layout["label_key"]], dtype=np.int64))
+        ys.append(labels)
     classes = layout["classes"]
     if (folder / layout["meta"]).is_file():
         meta = _read_batch(folder / layout["meta"])
@@ -103,11 +107,21 @@ def _read_npz(path: Path, dataset: str) -> Tuple[np.ndarray, np.ndarray, List[st
         raise
     except Exception as error:
         raise DataError(f"cannot read {path}: {error}") from None
+    title = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}[dataset]
     if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3:
         raise DataError(f"{path}: x must be uint8 N,H,W,3, got {x.dtype} {x.shape}")
-    if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"{path}: y must be N integers, got {y.dtype} {y.shape} for {len(x)} images")
-    return x.transpose(0, 3, 1, 2), y.astype(np.int64), classes or LAYOUT[dataset]["classes"]
+    if x.shape[1:] != (32, 32, 3):
+        raise DataError(f"{path}: {title} images are 32x32x3, got {x.shape[1]}x{x.shape[2]}x3 "
+                        f"(x has shape {x.shape})")
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{path}: y must be a 1-D array of integer labels, got {y.dtype} {y.shape}")
+    if len(y) != len(x):
+        raise DataError(f"{path}: x has {len(x)} images but y has {len(y)} labels")
+    expected = LAYOUT[dataset]["classes"]
+    if classes is not None and len(classes) != len(expected):
+        raise DataError(f"{path}: {title} has {len(expected)} classes, but 'classes' lists "
+                        f"{len(classes)}")
+    return x.transpose(0, 3, 1, 2), y.astype(np.int64), classes or expected
 
 
 def _find(dataset: str, root: Optional[Union[str, Path]], split: str):
@@ -141,9 +155,6 @@ def _load(dataset: str, root=None, split: str = "test", limit=None, download: bo
         x, y, classes = _read_npz(path, dataset)
     else:
         x, y, classes = _read_torchvision(dataset, path, split)
-    if len(y) and (y.min() < 0 or y.max() >= len(classes)):
-        raise DataError(f"{path}: labels outside 0..{len(classes) - 1} "
-                        f"(min {y.min()}, max {y.max()})")
     if limit is not None:
         x, y = x[:limit], y[:limit]
     return LabeledImages(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y),

@@ -61,7 +61,11 @@ def _listing(root: Path) -> List[Tuple[Path, int]]:
             path = root / row["file"]
             if not path.is_file():
                 raise DataError(f"{labels_csv} names {row['file']}, which is missing")
-            items.append((path, int(row["class_index"])))
+            try:
+                items.append((path, int(row["class_index"])))
+            except (TypeError, ValueError):
+                raise DataError(f"{labels_csv}: class_index {row['class_index']!r} of "
+                                f"{row['file']} is not an integer") from None
         return items
     folders = sorted(p.name for p in root.iterdir() if p.is_dir())
     if not folders:

@@ -14,7 +14,8 @@ A run lives in one folder:
 Determinism: the model is initialised from the seed; each epoch's data order and augmentation
 come from a generator seeded with (seed, epoch); the lr is a pure function of the epoch. So a
 killed run, resumed from state.pt, ends with exactly the weights of an uninterrupted one (same
-device, same thread count).
+device, same thread count). Training never reseeds torch's global RNG: other code in the
+process draws the same numbers whether or not a model was trained in between.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robust_eval.train.noise import corrupt_labels, noise_summary
-from robust_eval.train.recipes import TrainSpec, make_spec
+from robust_eval.train.recipes import NO_FLIP_DATASETS, TrainSpec, make_spec
 
 STATE_FORMAT = "robust-eval-train-state"
 STATE_VERSION = 1
@@ -114,14 +115,15 @@ def split_indices(labels: np.ndarray, num_classes: int, val_fraction: float,
     return train_idx.astype(np.int64), val_idx.astype(np.int64)
 
 
-def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int = 4
-                     ) -> torch.Tensor:
+def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int = 4,
+                     flip: bool = True) -> torch.Tensor:
     """RandomCrop(size, padding, zero fill) + RandomHorizontalFlip, batched on x's device.
-    Offsets come from a CPU generator so CPU and GPU runs draw the same crops."""
+    Offsets come from a CPU generator so CPU and GPU runs draw the same crops. flip=False
+    draws the same numbers (the crops stay those of a flipping run) and flips nothing."""
     n, c, h, w = x.shape
     oy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(x.device)
     ox = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(x.device)
-    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device) & flip
     padded = F.pad(x, (padding, padding, padding, padding))
     rows = oy[:, None] + torch.arange(h, device=x.device)
     cols = ox[:, None] + torch.arange(w, device=x.device)
@@ -282,158 +284,222 @@ def train_model(out_dir: Union[str, Path, None] = None, *, arch: str, norm: str 
     `cache_dir` instead of `out_dir` the folder is `cache_dir/run_name(spec)`: runs are reused
     by their full training spec (the reuse key).
     """
-    from robust_eval.models import create_model
-    from robust_eval.nn import get_norm
-
     if (out_dir is None) == (cache_dir is None):
         raise ValueError("give exactly one of out_dir and cache_dir")
     device = torch.device(device)
-    train_limit = options.get("train_limit")
+    train_data = _training_data(dataset, data_root, train_data, options.get("train_limit"))
+    spec = _resolve_spec(train_data, arch=arch, norm=norm, dataset=dataset, recipe=recipe,
+                         seed=seed, num_classes=num_classes, options=options)
+    if spec.amp == "fp16" and device.type != "cuda":
+        raise TrainError("amp='fp16' needs a CUDA device; use amp='bf16' on CPU")
+    out_dir = _run_dir(out_dir, cache_dir, spec)
+    data = _RunData.make(spec, train_data, device)
+    run = _build(spec, device)
+    if resume:
+        _resume(run, out_dir, spec)
+    started_at = run.epoch
+    end_epoch = spec.epochs if stop_after_epoch is None else min(spec.epochs, stop_after_epoch)
+    while run.epoch < end_epoch:
+        record = _train_epoch(run, spec, data, device)
+        _save_epoch(run, out_dir, spec, data)
+        if progress is not None:
+            progress(dict(record, best_epoch=run.best_epoch, epochs=spec.epochs))
+    if not run.history:
+        raise TrainError("no epoch was run")  # e.g. stop_after_epoch=0 on a fresh run
+    return TrainResult(out_dir=out_dir, spec=spec, history=run.history, best_epoch=run.best_epoch,
+                       last_checkpoint=out_dir / LAST_FILE,
+                       best_checkpoint=out_dir / BEST_FILE if run.best_epoch else None,
+                       noise=_noise_brief(data.noise), resumed_from_epoch=started_at,
+                       trained_epochs=run.epoch - started_at)
+
+
+def _training_data(dataset: str, data_root, train_data, train_limit: Optional[int]):
     if train_data is None:
         from robust_eval.data import load_split
 
-        train_data = load_split(dataset, data_root, split="train", limit=train_limit)
-    elif train_limit is not None:
-        train_data = train_data.subset(train_limit)
-    dataset = train_data.name or dataset
-    if num_classes is None:
-        num_classes = len(train_data.classes)
-    if dataset in ("cifar10", "cifar100"):
-        options.setdefault("mean", CIFAR_MEAN)
-        options.setdefault("std", CIFAR_STD)
-    spec = make_spec(arch=arch, norm=norm, dataset=dataset, num_classes=num_classes,
-                     recipe=recipe, seed=seed, **options)
-    spec = spec.with_fingerprint(data_fingerprint(train_data.images, train_data.labels))
-    if spec.amp == "fp16" and device.type != "cuda":
-        raise TrainError("amp='fp16' needs a CUDA device; use amp='bf16' on CPU")
-    out_dir = Path(out_dir) if out_dir is not None else Path(cache_dir) / run_name(spec)
+        return load_split(dataset, data_root, split="train", limit=train_limit)
+    return train_data.subset(train_limit) if train_limit is not None else train_data
 
+
+def _resolve_spec(train_data, *, arch: str, norm: str, dataset: str, recipe: str, seed: int,
+                  num_classes: Optional[int], options: Dict[str, Any]) -> TrainSpec:
+    """The TrainSpec of this call: recipe + dataset defaults + options + the data's sha256."""
+    dataset = train_data.name or dataset
+    if dataset in ("cifar10", "cifar100"):
+        options = {"mean": CIFAR_MEAN, "std": CIFAR_STD, **options}
+    spec = make_spec(arch=arch, norm=norm, dataset=dataset,
+                     num_classes=len(train_data.classes) if num_classes is None else num_classes,
+                     recipe=recipe, seed=seed, **options)
+    return spec.with_fingerprint(data_fingerprint(train_data.images, train_data.labels))
+
+
+def _run_dir(out_dir, cache_dir, spec: TrainSpec) -> Path:
+    """The run folder, created, with spec.json written (or checked against this spec)."""
+    out_dir = Path(out_dir) if out_dir is not None else Path(cache_dir) / run_name(spec)
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_spec_file(out_dir, spec)
     if not (out_dir / SPEC_FILE).is_file():
         _atomic_write_text(json.dumps(spec.to_dict(), indent=2, sort_keys=True) + "\n",
                            out_dir / SPEC_FILE)
+    return out_dir
 
-    prepared = prepare_training_data(spec, train_data)
-    input_size = tuple(train_data.images.shape[-2:])
-    train_images = train_data.images[torch.from_numpy(prepared["train_idx"])].to(device)
-    train_labels = torch.as_tensor(prepared["train_labels"], dtype=torch.int64).to(device)
-    val_images = train_data.images[torch.from_numpy(prepared["val_idx"])]
-    val_labels = torch.as_tensor(prepared["val_labels"], dtype=torch.int64)
-    noise = prepared["noise"]
 
-    torch.manual_seed(derive_seed(spec.seed, "init"))
-    model = create_model(spec.arch, norm=spec.norm, num_classes=spec.num_classes,
-                         mean=spec.mean, std=spec.std).to(device)
+@dataclass
+class _RunData:
+    """The split, (noisy) labels and images a run trains and validates on."""
+    prepared: Dict[str, Any]  # prepare_training_data's result
+    train_images: torch.Tensor  # on the training device
+    train_labels: torch.Tensor
+    val_images: torch.Tensor  # on the CPU: evaluated batch by batch
+    val_labels: torch.Tensor
+    input_size: Tuple[int, int]
+
+    @classmethod
+    def make(cls, spec: TrainSpec, train_data, device: torch.device) -> "_RunData":
+        prepared = prepare_training_data(spec, train_data)
+        images = train_data.images
+        return cls(prepared=prepared,
+                   train_images=images[torch.from_numpy(prepared["train_idx"])].to(device),
+                   train_labels=torch.as_tensor(prepared["train_labels"],
+                                                dtype=torch.int64).to(device),
+                   val_images=images[torch.from_numpy(prepared["val_idx"])],
+                   val_labels=torch.as_tensor(prepared["val_labels"], dtype=torch.int64),
+                   input_size=tuple(images.shape[-2:]))
+
+    @property
+    def noise(self) -> Optional[Dict[str, Any]]:
+        return self.prepared["noise"]
+
+
+@dataclass
+class _Run:
+    """What changes from epoch to epoch, i.e. what state.pt holds."""
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: Any  # torch.amp.GradScaler
+    penalty: Optional[Callable[[nn.Module], torch.Tensor]]
+    epoch: int = 0  # epochs finished
+    history: List[Dict[str, Any]] = field(default_factory=list)
+    best_epoch: Optional[int] = None
+    best_val: float = -math.inf
+
+
+def _build(spec: TrainSpec, device: torch.device) -> _Run:
+    """Model initialised from the seed, SGD, AMP scaler. Module constructors draw from torch's
+    global RNG and take no generator, so they run under fork_rng: the caller's RNG state is
+    restored afterwards, untouched."""
+    from robust_eval.models import create_model
+    from robust_eval.nn import get_norm
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(spec.seed, "init"))
+        model = create_model(spec.arch, norm=spec.norm, num_classes=spec.num_classes,
+                             mean=spec.mean, std=spec.std)
+    model = model.to(device)
     if spec.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    penalty = get_norm(spec.norm).penalty
     optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum,
                                 weight_decay=spec.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=spec.amp == "fp16")
+    return _Run(model, optimizer, scaler, get_norm(spec.norm).penalty)
 
-    history: List[Dict[str, Any]] = []
-    best_epoch, best_val = None, -math.inf
-    start_epoch = 0
-    state = load_state(out_dir) if resume else None
-    if state is not None:
-        if state.get("spec_key") != spec.key:
-            raise TrainError(f"{out_dir / STATE_FILE} belongs to another training spec")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        history = list(state["history"])
-        best_epoch = state["best_epoch"]
-        best_val = state["best_val_acc"] if best_epoch is not None else -math.inf
-        start_epoch = int(state["epoch"])
-        torch.set_rng_state(state["rng_cpu"])
 
-    n_train = len(train_labels)
-    end_epoch = spec.epochs if stop_after_epoch is None else min(spec.epochs, stop_after_epoch)
-    trained = 0
-    for epoch in range(start_epoch, end_epoch):
-        started = time.perf_counter()
-        lr = spec.lr_at(epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        generator = torch.Generator().manual_seed(derive_seed(spec.seed, "epoch", epoch))
-        torch.manual_seed(derive_seed(spec.seed, "torch", epoch))
-        order = torch.randperm(n_train, generator=generator).to(device)
-        model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
-        for start in range(0, n_train, spec.batch_size):
-            index = order[start:start + spec.batch_size]
-            if len(index) < 2:  # BatchNorm cannot train on a single image
-                continue
-            x = train_images[index]
-            if spec.augment:
-                x = random_crop_flip(x, generator)
-            x = x.float().div_(255)
-            if spec.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = train_labels[index]
-            if spec.adv_replays:
-                out, loss = _free_adversarial_step(model, x, y, spec, optimizer, scaler, penalty,
-                                                   device)
-            else:
-                with _autocast(spec.amp, device):
-                    out = model(x)
-                    loss = F.cross_entropy(out.float(), y)
-                    if penalty is not None:
-                        loss = loss + penalty(model)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            loss_sum += float(loss.detach()) * len(y)
-            correct += int((out.detach().argmax(1) == y).sum())
-            seen += len(y)
-        record: Dict[str, Any] = {
-            "epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / max(seen, 1),
-            "train_acc": correct / max(seen, 1)}
-        if len(val_labels):
-            val_correct, val_loss = evaluate_accuracy(model, val_images, val_labels, device,
-                                                      amp=spec.amp,
-                                                      channels_last=spec.channels_last)
-            record.update(val_acc=val_correct / len(val_labels), val_loss=val_loss,
-                          val_n=len(val_labels))
-            if record["val_acc"] > best_val:  # strict: ties keep the earlier epoch (official)
-                best_val, best_epoch = record["val_acc"], epoch + 1
-        if not all(math.isfinite(v) for v in (record["train_loss"],)):
-            raise TrainError(f"training diverged at epoch {epoch + 1}: loss {record['train_loss']}")
-        record["seconds"] = time.perf_counter() - started
-        history.append(record)
-        brief = _noise_brief(noise)
-        if best_epoch == epoch + 1:
-            _save_model(model, out_dir / BEST_FILE, spec, "best_val_epoch", epoch + 1, history,
-                        noise, input_size, best_epoch)
-        _save_model(model, out_dir / LAST_FILE, spec, "last_epoch", epoch + 1, history, noise,
-                    input_size, best_epoch)
-        _atomic_torch_save({
-            "format": STATE_FORMAT, "version": STATE_VERSION, "spec": spec.to_dict(),
-            "spec_key": spec.key, "epoch": epoch + 1,
-            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-            "rng_cpu": torch.get_rng_state(), "history": history,
-            "best_epoch": best_epoch, "best_val_acc": best_val if best_epoch else None,
-            "noise": brief,
-            "train_indices": torch.from_numpy(prepared["train_idx"]),
-            "val_indices": torch.from_numpy(prepared["val_idx"]),
-            "train_labels": train_labels.cpu(),
-        }, out_dir / STATE_FILE)
-        trained += 1
-        if progress is not None:
-            progress(dict(record, best_epoch=best_epoch, epochs=spec.epochs))
+def _resume(run: _Run, out_dir: Path, spec: TrainSpec) -> None:
+    state = load_state(out_dir)
+    if state is None:
+        return
+    if state.get("spec_key") != spec.key:
+        raise TrainError(f"{out_dir / STATE_FILE} belongs to another training spec")
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    if state.get("scaler"):
+        run.scaler.load_state_dict(state["scaler"])
+    run.history = list(state["history"])
+    run.best_epoch = state["best_epoch"]
+    run.best_val = state["best_val_acc"] if run.best_epoch is not None else -math.inf
+    run.epoch = int(state["epoch"])
 
-    if not history:
-        raise TrainError("no epoch was run")  # e.g. stop_after_epoch=0 on a fresh run
-    best_path = out_dir / BEST_FILE if best_epoch is not None else None
-    return TrainResult(out_dir=out_dir, spec=spec, history=history, best_epoch=best_epoch,
-                       last_checkpoint=out_dir / LAST_FILE, best_checkpoint=best_path,
-                       noise=_noise_brief(noise), resumed_from_epoch=start_epoch,
-                       trained_epochs=trained)
+
+def _train_epoch(run: _Run, spec: TrainSpec, data: _RunData, device: torch.device
+                 ) -> Dict[str, Any]:
+    """One epoch of SGD (order and augmentation from a generator seeded by (seed, epoch)), then
+    validation; appends and returns the epoch's record."""
+    started = time.perf_counter()
+    epoch, model, optimizer, scaler = run.epoch, run.model, run.optimizer, run.scaler
+    lr = spec.lr_at(epoch)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    generator = torch.Generator().manual_seed(derive_seed(spec.seed, "epoch", epoch))
+    n_train = len(data.train_labels)
+    order = torch.randperm(n_train, generator=generator).to(device)
+    flip = spec.dataset not in NO_FLIP_DATASETS
+    model.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    for start in range(0, n_train, spec.batch_size):
+        index = order[start:start + spec.batch_size]
+        if len(index) < 2:  # BatchNorm cannot train on a single image
+            continue
+        x = data.train_images[index]
+        if spec.augment:
+            x = random_crop_flip(x, generator, flip=flip)
+        x = x.float().div_(255)
+        if spec.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = data.train_labels[index]
+        if spec.adv_replays:
+            out, loss = _free_adversarial_step(model, x, y, spec, optimizer, scaler, run.penalty,
+                                               device)
+        else:
+            with _autocast(spec.amp, device):
+                out = model(x)
+                loss = F.cross_entropy(out.float(), y)
+                if run.penalty is not None:
+                    loss = loss + run.penalty(model)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        loss_sum += float(loss.detach()) * len(y)
+        correct += int((out.detach().argmax(1) == y).sum())
+        seen += len(y)
+    record: Dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / max(seen, 1),
+                              "train_acc": correct / max(seen, 1)}
+    if not math.isfinite(record["train_loss"]):
+        raise TrainError(f"training diverged at epoch {epoch + 1}: loss {record['train_loss']}")
+    if len(data.val_labels):
+        val_correct, val_loss = evaluate_accuracy(model, data.val_images, data.val_labels, device,
+                                                  amp=spec.amp, channels_last=spec.channels_last)
+        record.update(val_acc=val_correct / len(data.val_labels), val_loss=val_loss,
+                      val_n=len(data.val_labels))
+        if record["val_acc"] > run.best_val:  # strict: ties keep the earlier epoch (official)
+            run.best_val, run.best_epoch = record["val_acc"], epoch + 1
+    record["seconds"] = time.perf_counter() - started
+    run.history.append(record)
+    run.epoch += 1
+    return record
+
+
+def _save_epoch(run: _Run, out_dir: Path, spec: TrainSpec, data: _RunData) -> None:
+    """best/last checkpoints, then state.pt: written last, it commits the epoch."""
+    epoch, noise = run.epoch, data.noise
+    if run.best_epoch == epoch:
+        _save_model(run.model, out_dir / BEST_FILE, spec, "best_val_epoch", epoch, run.history,
+                    noise, data.input_size, run.best_epoch)
+    _save_model(run.model, out_dir / LAST_FILE, spec, "last_epoch", epoch, run.history, noise,
+                data.input_size, run.best_epoch)
+    _atomic_torch_save({
+        "format": STATE_FORMAT, "version": STATE_VERSION, "spec": spec.to_dict(),
+        "spec_key": spec.key, "epoch": epoch,
+        "model": {k: v.detach().cpu() for k, v in run.model.state_dict().items()},
+        "optimizer": run.optimizer.state_dict(),
+        "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
+        "history": run.history, "best_epoch": run.best_epoch,
+        "best_val_acc": run.best_val if run.best_epoch else None,
+        "noise": _noise_brief(noise),
+        "train_indices": torch.from_numpy(data.prepared["train_idx"]),
+        "val_indices": torch.from_numpy(data.prepared["val_idx"]),
+        "train_labels": data.train_labels.cpu(),
+    }, out_dir / STATE_FILE)
 
 
 def _free_adversarial_step(model, x, y, spec: TrainSpec, optimizer, scaler, penalty, device):

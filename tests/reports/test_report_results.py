@@ -1,4 +1,6 @@
 """Reading results directories robustly."""
+import gzip
+import re
 import warnings
 
 import pandas as pd
@@ -48,6 +50,26 @@ def test_single_file_and_errors(results_dir, tmp_path):
     pd.DataFrame({"a": [1], "b": [2]}).to_csv(bad, index=False)
     with pytest.raises(ValueError, match=r"bad.csv is not a robust-eval result table.*'model'"):
         load_results(bad)
+
+
+@pytest.mark.parametrize("content, why", [
+    (bytes(range(128, 256)) * 8, r"is not a CSV file: byte 0 is not UTF-8 text"),
+    (gzip.compress(b"model,benchmark\nm,clean\n"), r"is not a CSV file: byte 1 is not UTF-8"),
+    (b"", r"is not a CSV file: it is empty"),
+    (b'model,benchmark\n"m,clean\n', r"is not a readable CSV file \(Error tokenizing data"),
+    (b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\n", r"is not a robust-eval result table: it lacks "
+                                          r"column\(s\) \['model', 'benchmark'\]"),
+])
+def test_garbage_results_file_is_named_with_what_is_wrong(tmp_path, content, why):
+    for name in ("results.csv", "results.parquet"):
+        if name.endswith("parquet") and not content:
+            continue
+        folder = tmp_path / name.replace(".", "_")
+        folder.mkdir()
+        (folder / name).write_bytes(content)
+        expected = why if name.endswith("csv") else r"is not a readable parquet file \("
+        with pytest.raises(ValueError, match=rf"^{re.escape(str(folder / name))} {expected}"):
+            load_results(folder)
 
 
 def test_normalize_fills_accuracy_and_status():

@@ -139,7 +139,8 @@ def test_pickle_needing_code_execution_is_refused_and_not_run(tmp_path):
     marker = tmp_path / "executed"
     path = tmp_path / "evil.pt"
     torch.save({"state_dict": {"w": torch.zeros(1)}, "payload": _RunsCode(marker)}, path)
-    with pytest.raises(CheckpointError, match=r"refusing to load .*evil\.pt: .*code execution"):
+    with pytest.raises(CheckpointError, match=r"refusing to load .*evil\.pt: .*code execution "
+                                              r"to load \(.*GLOBAL posix\.system"):
         load_checkpoint(path)
     assert not marker.exists()
 
@@ -236,3 +237,51 @@ def test_own_format_round_trip_for_trained_non_bn_norms(tmp_path, norm):
     _same_outputs(model, loaded)
     if norm == "convnorm":
         assert loaded.model.conv1.running_V.shape == (16, 18, 10)
+
+
+def _with_metadata(tiny, path, text):
+    """A safetensors file whose robust_eval metadata is `text` (as a hand edit would leave)."""
+    from safetensors.torch import save_file
+
+    state = {k: v.contiguous() for k, v in tiny.model.state_dict().items()}
+    save_file(state, str(path), metadata={"format": "robust-eval", "robust_eval": text})
+    return path
+
+
+@pytest.mark.parametrize("text, match", [
+    ('["tiny_cnn", "bn"]', r"list\.safetensors: metadata field 'robust_eval' must be a JSON "
+                           r"object, got a JSON list"),
+    ('{"arch": "tiny_cnn", "mean": "0.5"}', r"list\.safetensors: metadata field "
+                                            r"robust_eval\.mean must be a list of numbers"),
+    ('{"num_classes": true}', r"robust_eval\.num_classes must be a positive integer"),
+    ('{"recipe": [1]}', r"robust_eval\.recipe must be a JSON object"),
+])
+def test_metadata_of_the_wrong_json_type_names_file_and_field(tiny, tmp_path, text, match):
+    path = _with_metadata(tiny, tmp_path / "list.safetensors", text)
+    for reader in (read_checkpoint_metadata, read_state_dict, load_checkpoint):
+        with pytest.raises(CheckpointError, match=match):
+            reader(path)
+
+
+def test_random_bytes_and_directories_are_named_for_what_they_are(tmp_path):
+    import numpy as np
+
+    noise = tmp_path / "noise.pt"
+    noise.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for reader in (read_checkpoint_metadata, read_state_dict, load_checkpoint):
+        with pytest.raises(CheckpointError, match=r"noise\.pt: not a checkpoint file "
+                                                  r"\(unrecognised format\)$"):
+            reader(noise)
+        with pytest.raises(CheckpointError, match=r"run is a directory, not a checkpoint file"):
+            reader(folder)
+
+
+def test_corrupt_legacy_pickle_is_corrupt_not_code_execution(tmp_path):
+    """torch says 'weights only load failed' for any bad pickle; only a blocked GLOBAL is code."""
+    path = tmp_path / "bad.pt"
+    path.write_bytes(b"\x80\x02" + bytes(range(200, 256)) * 10)
+    with pytest.raises(CheckpointError, match=r"bad\.pt: truncated or corrupt checkpoint "
+                                              r"\(Unsupported operand 200\)"):
+        load_checkpoint(path)

@@ -61,11 +61,57 @@ def test_npz_bad_content_is_named(tmp_path):
     with pytest.raises(DataError, match=r"test\.npz: x must be uint8"):
         load_split("cifar10", tmp_path)
     np.savez(tmp_path / "test.npz", x=x, y=y + 10)
-    with pytest.raises(DataError, match=r"test\.npz: labels outside 0..9"):
+    with pytest.raises(DataError, match=r"test\.npz: labels must lie in 0\.\.9 \(10 classes\), "
+                                        r"got min 1\d, max 1\d"):
         load_split("cifar10", tmp_path)
     np.savez(tmp_path / "test.npz", images=x)
     with pytest.raises(DataError, match=r"must hold arrays 'x'"):
         load_split("cifar10", tmp_path)
+
+
+@pytest.mark.parametrize("dataset, title", [("cifar10", "CIFAR-10"), ("cifar100", "CIFAR-100")])
+def test_npz_of_the_wrong_image_size_is_not_cifar(tmp_path, dataset, title):
+    x, y = _fake_cifar(4)
+    np.savez(tmp_path / "test.npz", x=x[:, :16, :16], y=y)
+    with pytest.raises(DataError, match=rf"test\.npz: {title} images are 32x32x3, got 16x16x3 "
+                                        r"\(x has shape \(4, 16, 16, 3\)\)"):
+        load_split(dataset, tmp_path)
+
+
+def test_npz_with_no_images_or_mismatched_arrays_is_named(tmp_path):
+    x, y = _fake_cifar(4)
+    np.savez(tmp_path / "test.npz", x=x[:0], y=y[:0])
+    with pytest.raises(DataError, match=r"test\.npz: no examples \(0 images\)"):
+        load_split("cifar10", tmp_path)
+    np.savez(tmp_path / "test.npz", x=x, y=y[:3])
+    with pytest.raises(DataError, match=r"test\.npz: x has 4 images but y has 3 labels"):
+        load_split("cifar10", tmp_path)
+    np.savez(tmp_path / "test.npz", x=x, y=y, classes=np.array(["a", "b"]))
+    with pytest.raises(DataError, match=r"test\.npz: CIFAR-10 has 10 classes, but 'classes' "
+                                        r"lists 2"):
+        load_split("cifar10", tmp_path)
+
+
+def test_torchvision_batch_with_fewer_labels_than_images(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    _write_torchvision_cifar10(folder)
+    record = pickle.loads((folder / "test_batch").read_bytes())
+    record[b"labels"] = record[b"labels"][:3]
+    (folder / "test_batch").write_bytes(pickle.dumps(record))
+    with pytest.raises(DataError, match=r"test_batch: 4 images but 'labels' has shape \(3,\)"):
+        load_split("cifar10", tmp_path)
+
+
+def test_every_loader_refuses_empty_sets_and_labels_beyond_its_classes():
+    """LabeledImages is where every loader ends: the checks hold for any dataset."""
+    from robust_eval.data import LabeledImages
+
+    images = torch.zeros(2, 3, 8, 8, dtype=torch.uint8)
+    with pytest.raises(DataError, match=r"labels\.csv: no examples"):
+        LabeledImages(images[:0], torch.zeros(0, dtype=torch.int64), ["a"], "toy", "labels.csv")
+    with pytest.raises(DataError, match=r"toy: labels must lie in 0\.\.1 \(2 classes\), "
+                                        r"got min -1, max 0"):
+        LabeledImages(images, torch.tensor([0, -1]), ["a", "b"], "toy")
 
 
 def test_missing_root_and_missing_files_are_named(tmp_path):
@@ -200,3 +246,17 @@ def test_imagenet_wnid_folders(tmp_path):
     data = load_split("imagenet", tmp_path)
     assert data.labels.tolist() == [2, 5] and data.images.shape == (2, 3, 224, 224)
     assert int(data.images[0, 2].float().mean()) > 240 and int(data.images[0, 0].float().mean()) < 15
+
+
+def test_imagenet_labels_csv_with_bad_class_index_is_named(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (256, 256)).save(tmp_path / "a.JPEG")
+    (tmp_path / "labels.csv").write_text("file,wnid,class_index\na.JPEG,n01440764,tench\n")
+    with pytest.raises(DataError, match=r"labels\.csv: class_index 'tench' of a\.JPEG is not an "
+                                        r"integer"):
+        load_split("imagenet", tmp_path)
+    (tmp_path / "labels.csv").write_text("file,wnid,class_index\na.JPEG,n01440764,1000\n")
+    with pytest.raises(DataError, match=r"labels must lie in 0\.\.999 \(1000 classes\), got min "
+                                        r"1000"):
+        load_split("imagenet", tmp_path)

@@ -122,7 +122,7 @@ def test_train_then_evaluate_commands_produce_a_label_noise_row(tmp_path):
 
     from robust_eval.cli import main
 
-    train, test = synthetic(10, seed=1, size=8), synthetic(3, seed=2, size=8)
+    train, test = synthetic(10, seed=1, size=32), synthetic(3, seed=2, size=32)  # CIFAR size
     for name, part in (("train", train), ("test", test)):
         np.savez(tmp_path / f"{name}.npz", x=part.images.permute(0, 2, 3, 1).numpy(),
                  y=part.labels.numpy())

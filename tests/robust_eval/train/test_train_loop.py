@@ -209,6 +209,7 @@ def test_recipes_resolve_to_the_official_protocols():
     c100 = make_spec(arch="resnet18", dataset="cifar100", num_classes=100, recipe="standard")
     assert (c100.epochs, c100.milestones) == (150, (60, 120))
     assert make_spec(arch="resnet18", epochs=10).milestones == (3, 7)  # scaled with the run
+    assert make_spec(arch="resnet18", epochs=2).milestones == ()  # was (1, 1): lr / 100 at once
     noisy = make_spec(arch="resnet18", recipe="label_noise", noise_rate=0.4)
     assert noisy.noise_type == "symmetric"
     assert noisy.key == make_spec(arch="resnet18", recipe="label_noise", noise_rate=0.4).key
@@ -216,3 +217,63 @@ def test_recipes_resolve_to_the_official_protocols():
                                   seed=1).key
     with pytest.raises(ValueError, match="unknown training option"):
         make_spec(arch="resnet18", learning_rate=0.1)
+
+
+@pytest.mark.parametrize("recipe", ["standard", "free_adv"])
+def test_scaled_milestones_never_collapse(recipe):
+    """Drops stay distinct, inside the run and not at its very start; too few epochs drop them."""
+    for epochs in range(1, 61):
+        milestones = make_spec(arch="tiny_cnn", recipe=recipe, epochs=epochs).milestones
+        assert list(milestones) == sorted(set(milestones)), (epochs, milestones)
+        assert all(2 <= m < epochs for m in milestones), (epochs, milestones)
+    assert make_spec(arch="tiny_cnn", epochs=3).milestones == (2,)
+    assert make_spec(arch="tiny_cnn", epochs=5).milestones == (2, 3)
+    assert make_spec(arch="tiny_cnn", recipe="free_adv", epochs=6).milestones == (2, 4)
+
+
+@pytest.mark.parametrize("milestones, message", [
+    ((1, 1), "must be strictly increasing"), ((3, 2), "must be strictly increasing"),
+    ((2, 5), "a drop at epoch 5 never happens in a run of 5 epochs"),
+])
+def test_given_milestones_that_collapse_or_never_fire_are_refused(milestones, message):
+    with pytest.raises(ValueError, match=rf"milestones=\({milestones[0]}, {milestones[1]}\): "
+                                         rf"{message}"):
+        make_spec(arch="tiny_cnn", epochs=5, milestones=milestones)
+
+
+def test_digits_defaults_fit_its_size_and_never_flip():
+    digits = make_spec(arch="tiny_cnn", dataset="digits")
+    assert (digits.batch_size, digits.lr, digits.augment) == (32, 0.05, False)
+    assert make_spec(arch="tiny_cnn", dataset="digits", augment=True, lr=0.1).lr == 0.1
+    cifar = make_spec(arch="tiny_cnn", dataset="cifar10")
+    assert (cifar.batch_size, cifar.lr, cifar.augment) == (128, 0.1, True)
+    from robust_eval.train.recipes import NO_FLIP_DATASETS
+
+    assert "digits" in NO_FLIP_DATASETS and "cifar10" not in NO_FLIP_DATASETS
+
+
+def test_random_crop_without_flip_keeps_orientation_and_the_same_crops():
+    x = torch.arange(64 * 3 * 8 * 8, dtype=torch.int64).view(64, 3, 8, 8)
+    flipped = random_crop_flip(x, torch.Generator().manual_seed(1))
+    plain = random_crop_flip(x, torch.Generator().manual_seed(1), flip=False)
+    mirrored = [i for i in range(64) if not torch.equal(flipped[i], plain[i])]
+    assert 10 < len(mirrored) < 54  # about half were flipped ...
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    for i in range(64):  # ... and each is the unflipped run's crop, mirrored or not
+        assert torch.equal(flipped[i], plain[i].flip(-1) if i in mirrored else plain[i])
+        assert any(torch.equal(plain[i], padded[i, :, a:a + 8, b:b + 8])  # never mirrored
+                   for a in range(9) for b in range(9))
+
+
+def test_training_leaves_the_global_rng_alone_and_repeats_exactly(tmp_path):
+    data = synthetic(n_per_class=6)
+    options = dict(arch="tiny_cnn", norm="bn", train_data=data, epochs=2, batch_size=16,
+                   augment=True, seed=7)
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    first = train_model(tmp_path / "a", **options)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    torch.manual_seed(999)  # another global state: the run must not depend on it
+    second = train_model(tmp_path / "b", **options)
+    a, b = weights(first.last_checkpoint), weights(second.last_checkpoint)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
