@@ -104,23 +104,24 @@ def job_from_args(args) -> Dict:
         raise CliError(f"--arch: {MODELS.unknown_message(args.arch)}")
     model: Dict = {}
     if args.robustbench:
-        if args.dataset not in ("cifar10", "cifar100", "imagenet"):
-            raise CliError(f"--robustbench: the RobustBench zoo has cifar10, cifar100 and "
-                           f"imagenet models, not {args.dataset}")
+        from robust_eval.checkpoints import CheckpointError, robustbench_entry, robustbench_path
+
         if any(v is not None for v in (args.arch, args.norm, mean, args.num_classes)):
             raise CliError("--robustbench models define their own arch, norm, classes and "
                            "normalisation: drop --arch/--norm/--mean/--std/--num-classes")
-        from robust_eval.checkpoints import robustbench_path
-
-        expected = robustbench_path(args.robustbench, args.model_dir, args.dataset,
-                                    args.robustbench_threat)
+        try:
+            zoo_dataset, threat, _ = robustbench_entry(args.robustbench, args.dataset,
+                                                       args.robustbench_threat)
+        except CheckpointError as error:
+            raise CliError(f"--robustbench: {error}") from None
+        expected = robustbench_path(args.robustbench, args.model_dir, zoo_dataset, threat)
         if not expected.is_file():
             raise CliError(f"--robustbench {args.robustbench}: {expected} does not exist "
                            f"(download it with `robust-eval zoo download {args.robustbench} "
-                           f"--dataset {args.dataset} --threat {args.robustbench_threat} "
+                           f"--dataset {zoo_dataset} --threat {threat} "
                            f"--model-dir {args.model_dir}`)")
         model.update(name=args.model_name or args.robustbench, robustbench=args.robustbench,
-                     threat_model=args.robustbench_threat, zoo_dataset=args.dataset,
+                     threat_model=threat, zoo_dataset=zoo_dataset,
                      model_dir=str(Path(args.model_dir).resolve()))
     else:
         path = Path(args.checkpoint)

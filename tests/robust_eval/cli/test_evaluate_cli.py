@@ -99,8 +99,8 @@ def test_limit_must_be_positive(tiny_file, capsys):
 def test_robustbench_source_errors_name_the_expected_file(tmp_path, capsys):
     rc = main(["evaluate", "--robustbench", "Standard", "--model-dir", str(tmp_path),
                "--dataset", "digits", "--limit", "4"])
-    assert rc == 2 and "zoo has cifar10, cifar100 and imagenet models, not digits" in \
-        capsys.readouterr().err
+    assert rc == 2 and ("unknown RobustBench dataset 'digits': choose cifar10, cifar100, "
+                        "imagenet") in capsys.readouterr().err
     rc = main(["evaluate", "--robustbench", "Standard", "--model-dir", str(tmp_path),
                "--dataset", "cifar10", "--data-root", str(tmp_path)])
     err = capsys.readouterr().err
