@@ -377,6 +377,14 @@ def _closest(state: Mapping[str, torch.Tensor]) -> str:
     return best
 
 
+def _stripped_prefix(keys: Mapping[str, Any]) -> str:
+    """What `strip_prefixes` removes from every one of `keys` ('' for the registered archs)."""
+    if not keys:
+        return ""
+    first = next(iter(keys))
+    return first[:len(first) - len(next(iter(strip_prefixes(dict.fromkeys(keys)))))]
+
+
 def _names(keys: List[str], limit: int = 8) -> str:
     shown = ", ".join(keys[:limit])
     return f"{shown}, ... ({len(keys)} in all)" if len(keys) > limit else shown
@@ -390,40 +398,48 @@ def load_checkpoint(path: PathLike, arch: Optional[str] = None, norm: Optional[s
     """A ready NormalizedModel in eval mode. Arguments override metadata; what is neither given
     nor recorded is inferred (arch/norm/num_classes) or the arch default (mean/std, with a
     warning: a legacy file does not record its preprocessing)."""
-    from robust_eval.models import MODELS, create_model
+    from robust_eval.models import create_model, get_model_spec
 
     path = Path(path)
     state, info, kind = read_state_dict(path)
     meta = info if kind == "robust-eval" else {}
     warn: List[str] = []
     if arch is not None:
-        MODELS.get(arch)
+        get_model_spec(arch)
+    elif ":" in str(meta.get("arch") or ""):
+        raise CheckpointError(f"{path} records the factory arch {meta['arch']!r}: a checkpoint "
+                              f"never chooses code to import; pass arch= yourself")
     for name, given in (("arch", arch), ("norm", norm), ("num_classes", num_classes)):
         if given is not None and meta.get(name) not in (None, given):
             warn.append(f"{name}={given!r} overrides {meta[name]!r} recorded in {path.name}")
     arch = arch or meta.get("arch")
     norm = norm or meta.get("norm")
     num_classes = num_classes or meta.get("num_classes") or _num_classes_of(state)
-    if arch is None or norm is None:
+    if arch is None or (norm is None and not get_model_spec(arch).factory):
         fits = infer_arch_norm(state, arch, norm)
         if fits:
             arch, norm = arch or fits[0][0], norm or fits[0][1]
         else:  # compare with the closest candidate below, which names the differing keys
             arch, norm = arch or _closest(state), norm or "bn"
-    spec = MODELS.get(arch)
+    spec = get_model_spec(arch)
     num_classes = num_classes or spec.default_num_classes
     if mean is None or std is None:
         if meta.get("mean") and meta.get("std"):
             mean, std = mean or meta["mean"], std or meta["std"]
         else:
             mean, std = mean or spec.default_mean, std or spec.default_std
-            warn.append(f"{path.name} records no mean/std: using {arch}'s default "
-                        f"mean={tuple(mean)} std={tuple(std)}")
+            if not spec.factory:  # a factory's model normalises itself
+                warn.append(f"{path.name} records no mean/std: using {arch}'s default "
+                            f"mean={tuple(mean)} std={tuple(std)}")
     for name, given in (("mean", mean), ("std", std)):
         if meta.get(name) and [float(v) for v in given] != [float(v) for v in meta[name]]:
             warn.append(f"{name}={tuple(given)} overrides {tuple(meta[name])} recorded in {path.name}")
-    model = create_model(arch, norm=norm, num_classes=int(num_classes), mean=mean, std=std)
+    model = create_model(arch, norm=norm, num_classes=num_classes and int(num_classes),
+                         mean=mean, std=std)
     expected = {k: tuple(v.shape) for k, v in model.model.state_dict().items()}
+    prefix = _stripped_prefix(expected)  # a factory's model may keep its own `model.` wrapper
+    if prefix:
+        state = {prefix + k: v for k, v in state.items()}
     missing, unexpected, shapes = compare_keys(expected, state)
     if missing or unexpected or shapes:
         parts = []
@@ -447,7 +463,8 @@ def load_checkpoint(path: PathLike, arch: Optional[str] = None, norm: Optional[s
     for message in warn:
         warnings.warn(message, stacklevel=2)
     model.robust_eval_meta = {
-        "arch": arch, "norm": norm, "num_classes": int(num_classes), "mean": list(model.mean),
+        "arch": arch, "norm": norm, "num_classes": num_classes and int(num_classes),
+        "mean": list(model.mean),
         "std": list(model.std), "input_size": list(meta.get("input_size") or spec.input_size),
         "checkpoint": str(path), "checkpoint_sha256": file_sha256(path), "format": kind,
         "recipe": meta.get("recipe", {}), "metrics": meta.get("metrics", {}),

@@ -32,7 +32,8 @@ def register(subparsers) -> None:
     g.add_argument("--model-dir", default="models",
                    help="RobustBench model_dir: NAME is read from MODEL_DIR/DATASET/THREAT/NAME.pt")
     g.add_argument("--robustbench-threat", default="Linf", help="RobustBench threat model folder")
-    g.add_argument("--arch", help="architecture (robust_eval.models.list_models())")
+    g.add_argument("--arch", help="architecture: robust_eval.models.list_models(), or an "
+                                  "importable factory package.module:callable")
     g.add_argument("--norm", help="norm for archs that take one (bn, convnorm, sn, oni, ocnn)")
     g.add_argument("--num-classes", type=_positive_int)
     g.add_argument("--mean", help="input mean, comma-separated, one per channel")
@@ -90,7 +91,7 @@ def _stats(text, flag):
 def job_from_args(args) -> Dict:
     """The job config (as a YAML mapping) these flags describe."""
     from robust_eval.evaluate import cli_names
-    from robust_eval.models import MODELS
+    from robust_eval.models import get_model_spec
 
     mean, std = _stats(args.mean, "--mean"), _stats(args.std, "--std")
     if (mean is None) != (std is None):
@@ -100,8 +101,11 @@ def job_from_args(args) -> Dict:
     if mean is not None and len(mean) not in (1, 3):
         raise CliError(f"--mean/--std have {len(mean)} values; the models take 3 input "
                        f"channels (give 3 values, or 1 for all)")
-    if args.arch is not None and args.arch not in MODELS:
-        raise CliError(f"--arch: {MODELS.unknown_message(args.arch)}")
+    if args.arch is not None:
+        try:
+            get_model_spec(args.arch)
+        except (KeyError, ValueError) as error:
+            raise CliError(f"--arch: {error}") from None
     model: Dict = {}
     if args.robustbench:
         from robust_eval.checkpoints import CheckpointError, robustbench_entry, robustbench_path

@@ -62,41 +62,15 @@ def _load(path: str):
         raise CliError(str(error)) from None
 
 
-def _mce_reference(name):
-    if name is None:
-        return None
-    from corruptions.metrics import ALEXNET_ERRORS
-
-    return ALEXNET_ERRORS
-
-
 def run_report(args: argparse.Namespace) -> int:
-    from reports import formatted_summary, summary_table, to_latex, to_markdown
-    from reports.pdf import build_pdf_report
-    from reports.plots import save_all
-    from reports.results import write_atomic
+    from robust_eval.api import report
 
     results = _load(args.results)
     base = Path(args.results) if Path(args.results).is_dir() else Path(args.results).parent
-    output = Path(args.output) if args.output else base / "report.pdf"
-    if output.suffix.lower() != ".pdf":
-        raise CliError(f"-o {output}: the report is a PDF; give a path ending in .pdf")
-    reference = _mce_reference(args.mce_reference)
-    build_pdf_report(results, output, corruption_reference=reference)
-    print(f"wrote {output}")
-    summary = summary_table(results.frame, reference)
-    if args.markdown:
-        write_atomic(args.markdown, to_markdown(formatted_summary(summary),
-                                                summary.attrs.get("notes")))
-        print(f"wrote {args.markdown}")
-    if args.latex:
-        write_atomic(args.latex, to_latex(formatted_summary(summary),
-                                          caption="Top-1 accuracy (%) per model.",
-                                          label="tab:robust-eval-summary"))
-        print(f"wrote {args.latex}")
-    if args.plots:
-        for path in save_all(results.frame, args.plots, args.plot_format or ["png"]):
-            print(f"wrote {path}")
+    for path in report(results, args.output or base / "report.pdf", plots=args.plots,
+                       plot_formats=args.plot_format or ["png"], markdown=args.markdown,
+                       latex=args.latex, mce_reference=args.mce_reference):
+        print(f"wrote {path}")
     for note in results.notes:
         print(f"note: {note}", file=sys.stderr)
     return 0

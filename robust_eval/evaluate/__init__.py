@@ -5,10 +5,15 @@ cell (`columns`, `label`) and measures one cell (`run`). Front ends only transla
 become the same option mapping a job config holds (`options_from_args`), then everything goes
 through `parse`, the job runner and the store. Adding a benchmark is one module that subclasses
 `Benchmark` and registers it with `@register_benchmark`.
+
+Called, this package is the Python API's one-call form: `robust_eval.evaluate(model, ...)` is
+robust_eval.api.evaluate.
 """
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
@@ -143,3 +148,24 @@ def _load() -> None:
 
 __all__ = ["BENCHMARKS", "COMMON_FIELDS", "Benchmark", "CellContext", "CellPlan",
            "benchmark_for", "cli_names", "register_benchmark"]
+
+
+class _CallablePackage(types.ModuleType):
+    """Lets `robust_eval.evaluate(model, ...)` call the API while `robust_eval.evaluate` stays
+    the package of benchmark types."""
+
+    def __call__(self, *args, **kwargs):
+        from robust_eval.api import evaluate
+
+        return evaluate(*args, **kwargs)
+
+    @property
+    def __signature__(self):  # what help() and notebooks show for the call
+        import inspect
+
+        from robust_eval.api import evaluate
+
+        return inspect.signature(evaluate)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

@@ -14,7 +14,8 @@ import logging
 import time
 import traceback
 from collections import OrderedDict
-from typing import Any, Dict, List, Optional
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional
 
 import torch
 from torch import nn
@@ -72,6 +73,8 @@ class WorkerCache:
         self._items.clear()
 
     def model(self, spec: Dict[str, Any], device: str) -> nn.Module:
+        if spec.get("in_memory"):  # not kept: the cache must not hold on to a caller's module
+            return FiniteGuard(load_model(spec, device)).to(device).eval()
         key = json.dumps(["model", spec, str(device)], sort_keys=True, default=str)
         return self._get(key, lambda: FiniteGuard(load_model(spec, device)).to(device).eval())
 
@@ -115,11 +118,54 @@ def fingerprint(data) -> str:
     return digest.hexdigest()[:16]
 
 
+# Live modules this process evaluates (robust_eval.evaluate on an nn.Module), by module_hash.
+# They cannot travel to other processes: their class need not be importable there.
+_IN_MEMORY: Dict[str, nn.Module] = {}
+
+
+def module_hash(model: nn.Module) -> str:
+    """What identifies a live module: the classes of it and its submodules, and every tensor of
+    its state dict and buffers (names, dtypes, shapes, bytes), so the same weights reuse cells
+    and a changed one does not."""
+    import hashlib
+
+    from robust_eval.checkpoints import weights_sha256
+
+    tensors = {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+    tensors.update(model.named_buffers())  # non-persistent ones too (normalisation constants)
+    classes = ",".join(f"{name}:{type(m).__module__}.{type(m).__qualname__}"
+                       for name, m in model.named_modules())
+    return hashlib.sha256(f"{classes}|{weights_sha256(tensors)}".encode()).hexdigest()
+
+
+@contextmanager
+def in_memory_model(model: nn.Module) -> Iterator[str]:
+    """Make `model` loadable from the spec {"in_memory": key} in this process while the block
+    runs; yields the key (module_hash)."""
+    key = module_hash(model)
+    previous = _IN_MEMORY.get(key)
+    _IN_MEMORY[key] = model
+    try:
+        yield key
+    finally:
+        if previous is None:
+            _IN_MEMORY.pop(key, None)
+        else:
+            _IN_MEMORY[key] = previous
+
+
 def load_model(spec: Dict[str, Any], device: str) -> nn.Module:
-    """A model from its spec: a checkpoint file or a RobustBench zoo file (never downloads)."""
+    """A model from its spec: a live module of this process, a checkpoint file or a RobustBench
+    zoo file (never downloads)."""
     from robust_eval.checkpoints import load_checkpoint, load_robustbench
 
-    if spec.get("robustbench"):
+    if spec.get("in_memory"):
+        if spec["in_memory"] not in _IN_MEMORY:
+            raise RuntimeError(f"model {spec['name']!r}: no in-memory module "
+                               f"{spec['in_memory'][:12]} in this process (in-memory models "
+                               f"run only in the process that holds them)")
+        model = _IN_MEMORY[spec["in_memory"]]
+    elif spec.get("robustbench"):
         model = load_robustbench(spec["robustbench"], spec["model_dir"],
                                  dataset=spec.get("zoo_dataset", "cifar10"),
                                  threat_model=spec.get("threat_model", "Linf"), device=device)

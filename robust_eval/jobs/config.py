@@ -4,6 +4,7 @@ A config names models, datasets and benchmarks (docs/jobs.md has the full schema
 
     name: cifar10
     models:    [{name, checkpoint | robustbench | train, arch, norm, num_classes, mean, std}]
+               (arch: a registered name or an importable factory `package.module:callable`)
     datasets:  [{name, kind, root, split, limit}]
     benchmarks:
       - {type: clean}
@@ -45,9 +46,14 @@ class ModelSpec:
     mean: Optional[Tuple[float, ...]] = None
     std: Optional[Tuple[float, ...]] = None
     train: Optional[Dict[str, Any]] = None  # train-and-cache recipe when no checkpoint exists
+    # A live nn.Module of this process (robust_eval.evaluate): the hash it is registered under
+    # in robust_eval.jobs.cells. Its arch/norm/mean/std only label its rows.
+    in_memory: Optional[str] = None
 
     @property
     def source(self) -> str:
+        if self.in_memory:
+            return "in_memory"
         if self.robustbench:
             return "robustbench"
         if self.train is not None and self.checkpoint is None:
@@ -89,7 +95,7 @@ class JobConfig:
 
 # ----------------------------------------------------------------------------- sections
 _MODEL_FIELDS = ("name", "arch", "norm", "checkpoint", "robustbench", "threat_model",
-                 "zoo_dataset", "model_dir", "num_classes", "mean", "std", "train")
+                 "zoo_dataset", "model_dir", "num_classes", "mean", "std", "train", "in_memory")
 _TRAIN_FIELDS = ("dataset", "root", "epochs", "lr", "milestones", "batch_size", "seed",
                  "weight_decay", "momentum", "augment", "limit", "recipe", "cache_dir")
 
@@ -99,8 +105,17 @@ def _parse_model(c: Checker, raw: Any, path: str, base: Path) -> ModelSpec:
     c.no_unknown(raw, path, _MODEL_FIELDS)
     name = c.string(raw.get("name"), f"{path}.name")
     spec = ModelSpec(name=name)
+    if "in_memory" in raw:
+        spec.in_memory = c.string(raw["in_memory"], f"{path}.in_memory")
     if "arch" in raw:
         spec.arch = c.string(raw["arch"], f"{path}.arch")
+        if not spec.in_memory:
+            from robust_eval.models import get_model_spec
+
+            try:
+                get_model_spec(spec.arch)
+            except (KeyError, ValueError) as error:
+                raise c.fail(f"{path}.arch", str(error)) from None
     if "norm" in raw:
         spec.norm = c.string(raw["norm"], f"{path}.norm")
     if "checkpoint" in raw:
@@ -151,12 +166,13 @@ def _parse_model(c: Checker, raw: Any, path: str, base: Path) -> ModelSpec:
             train["cache_dir"] = resolve_path(c.string(train["cache_dir"],
                                                         f"{path}.train.cache_dir"), base)
         spec.train = train
-    sources = [k for k in ("checkpoint", "robustbench", "train") if k in raw]
+    sources = [k for k in ("checkpoint", "robustbench", "train", "in_memory") if k in raw]
     if not sources:
         raise c.fail(path, f"model {name!r} needs one of checkpoint, robustbench or train")
-    if "robustbench" in raw and len(sources) > 1:
-        raise c.fail(path, f"model {name!r}: robustbench cannot be combined with "
-                           f"{', '.join(s for s in sources if s != 'robustbench')}")
+    for alone in ("robustbench", "in_memory"):
+        if alone in raw and len(sources) > 1:
+            raise c.fail(path, f"model {name!r}: {alone} cannot be combined with "
+                               f"{', '.join(s for s in sources if s != alone)}")
     if spec.source == "train" and not (spec.arch and spec.norm):
         raise c.fail(path, f"model {name!r}: training needs arch and norm")
     return spec

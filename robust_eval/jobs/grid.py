@@ -66,6 +66,8 @@ def model_identity(spec: ModelSpec, checkpoint_sha256: Optional[str]) -> Dict[st
     }
     if spec.robustbench:
         identity.update(robustbench=spec.robustbench, threat_model=spec.threat_model)
+    if spec.in_memory:
+        identity["in_memory"] = spec.in_memory  # hash of the module's class and tensors
     if checkpoint_sha256 is None and spec.checkpoint:
         # Missing file: key on the path so the failure is recorded and retried on the next run.
         identity["missing_checkpoint"] = spec.checkpoint

@@ -193,6 +193,8 @@ def slot_id(cell: Cell) -> str:
 
 def _identity_text(identity: Dict[str, Any]) -> str:
     sha = identity.get("checkpoint_sha256")
+    if identity.get("in_memory"):
+        return f"in-memory module {identity['in_memory'][:12]}"
     return f"checkpoint {sha[:12]}" if sha else json.dumps(identity, sort_keys=True, default=str)
 
 
@@ -212,8 +214,8 @@ def merge_index(index: Dict[str, Any], cells: Sequence[Cell],
                 raise ModelConflictError(
                     f"{out_dir} already holds results of model {name!r} from "
                     f"{_identity_text(known)}; this is {_identity_text(identity)}. Give it "
-                    f"another name (--model-name), another --out, or --replace to drop the "
-                    f"old results")
+                    f"another name (--model-name, model_name=), another --out, or --replace "
+                    f"(replace=True) to drop the old results")
             slots = {k: v for k, v in slots.items() if v["model"] != name}
         models[name] = identity
     for cell in cells:
@@ -229,7 +231,7 @@ def run_job(config: Union[str, Path, JobConfig], out_dir: Union[str, Path], *,
             accumulate: bool = False, replace_models: bool = False) -> RunSummary:
     """Run a job. accumulate=True (what `evaluate` does) adds this job's cells to the folder's
     table instead of making the table exactly this job's cells."""
-    from robust_eval.jobs.executors import make_executor, resolve_device
+    from robust_eval.jobs.executors import LocalExecutor, make_executor, resolve_device
     from robust_eval.schema import code_version as current_code_version
 
     started = time.time()
@@ -255,6 +257,15 @@ def run_job(config: Union[str, Path, JobConfig], out_dir: Union[str, Path], *,
         summary.failed = [c for c in cells if status[c.key] == "failed"]
         return summary
 
+    if isinstance(executor, str):
+        executor = make_executor(executor, device=device, workers=workers or config.workers,
+                                 ray_address=ray_address, ray_num_cpus=ray_num_cpus)
+    in_memory = [m.name for m in config.models if m.in_memory]
+    if in_memory and not (isinstance(executor, LocalExecutor) and executor.workers == 1):
+        raise ValueError(f"model {in_memory[0]!r} is an in-memory nn.Module: it runs in this "
+                         f"process only (local executor, one worker), not on "
+                         f"{executor.describe()}; to run elsewhere, save its weights and name "
+                         f"an importable factory as its arch (docs/api.md)")
     out_dir.mkdir(parents=True, exist_ok=True)
     handler = _setup_log(out_dir)
     try:
@@ -275,10 +286,6 @@ def run_job(config: Union[str, Path, JobConfig], out_dir: Union[str, Path], *,
                 echo(f"warning: corrupt cell file for {cell.label()} moved to {moved}; "
                      f"rerunning the cell")
         todo = [c for c in cells if status[c.key] != "ok"]
-        if isinstance(executor, str):
-            executor = make_executor(executor, device=device,
-                                     workers=workers or config.workers,
-                                     ray_address=ray_address, ray_num_cpus=ray_num_cpus)
         echo(f"{len(cells)} cells: {len(cells) - len(todo)} already done, {len(todo)} to run "
              f"on {executor.describe()}; log: {out_dir / 'run.log'}")
         summary.ran = _execute(executor, todo, store, progress, echo)
@@ -433,7 +440,8 @@ def write_run_json(out_dir: Path, config: JobConfig, prepared, cells: Sequence[C
         models.append({
             "name": name, "source": spec.source, "arch": spec.arch, "norm": spec.norm,
             "checkpoint": spec.checkpoint, "checkpoint_sha256": item["sha256"],
-            "robustbench": spec.robustbench, "num_classes": spec.num_classes,
+            "robustbench": spec.robustbench, "in_memory": spec.in_memory,
+            "num_classes": spec.num_classes,
             "mean": spec.mean, "std": spec.std, "train": spec.train, "error": item["error"],
         })
     record = {

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Tuple
+from typing import Callable, Optional, Tuple
 
 from torch import nn
 
@@ -27,7 +27,8 @@ class ModelSpec:
     input_size: Tuple[int, int] = (32, 32)
     in_channels: int = 3
     description: str = ""
-    default_num_classes: int = 10
+    default_num_classes: Optional[int] = 10
+    factory: bool = False  # an importable `package.module:callable`: no norm, normalises itself
 
 
 def register_model(name: str, *, default_mean=NO_MEAN, default_std=NO_STD,

@@ -216,7 +216,7 @@ def test_report_command_on_real_results(digits_model, tmp_path, capsys):
 
 
 def test_mce_reference_is_alexnet():
-    from robust_eval.cli.report import _mce_reference
+    from robust_eval.api import _mce_reference
 
     reference = _mce_reference("alexnet")
     assert len(reference) == 15 and reference["fog"][0] == pytest.approx(0.67474)
