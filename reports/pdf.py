@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
 
+from reports.pictures import picture_figures  # noqa: E402
 from reports.plots import all_figures  # noqa: E402
 from reports.results import ResultSet, write_atomic  # noqa: E402
 from reports.tables import (detail_tables, failed_table, formatted_summary,  # noqa: E402
@@ -167,6 +168,9 @@ def build_pdf_report(results: ResultSet, path, title: str = "robust-eval report"
         _table_pages(pdf, "Summary (top-1 accuracy, %)", formatted_summary(summary),
                      summary.attrs.get("notes"))
         for _, fig in all_figures(frame):
+            pdf.savefig(fig)
+            plt.close(fig)
+        for _, fig in picture_figures(Path(results.source).parent, PAGE):
             pdf.savefig(fig)
             plt.close(fig)
         for name, table in detail_tables(frame).items():

@@ -183,6 +183,7 @@ def run(args) -> int:
         config = parse_config(raw, source="")
     except ConfigError as error:
         raise CliError(str(error)) from None
+    _check_model(config, args)
     with tempfile.TemporaryDirectory(prefix="robust-eval-") as scratch:
         out = Path(args.out) if args.out else Path(scratch)
         try:
@@ -195,6 +196,21 @@ def run(args) -> int:
         if args.out:
             print(f"wrote {out / 'results.csv'} (and results.parquet, run.json, cells/)")
     return summary.exit_code
+
+
+def _check_model(config, args) -> None:
+    """One model: a file that does not load is unusable input (exit 2), not a failed cell."""
+    from dataclasses import asdict
+
+    from robust_eval.checkpoints import CheckpointError
+    from robust_eval.jobs.cells import load_model
+
+    flag = "--robustbench" if args.robustbench else "--checkpoint"
+    try:
+        load_model(asdict(config.models[0]), "cpu")
+    except (CheckpointError, ValueError, KeyError, FileNotFoundError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        raise CliError(f"{flag}: {message}") from None
 
 
 def format_tables(frame) -> str:

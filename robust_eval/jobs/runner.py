@@ -298,6 +298,14 @@ def run_job(config: Union[str, Path, JobConfig], out_dir: Union[str, Path], *,
             ("results_csv", "results", "csv"), ("results_parquet", "results", "parquet"),
             ("outcomes_parquet", "outcomes", "parquet")) if (out_dir / f"{stem}.{ext}").is_file()})
         summary.outputs.update(write_pivots(summary.frame, out_dir / "tables"))
+        try:  # pictures for the report: never worth failing a finished run over
+            from robust_eval.jobs.examples import write_examples
+
+            examples = write_examples(out_dir, cells, device)
+            if examples is not None:
+                summary.outputs["examples"] = examples
+        except Exception as error:  # noqa: BLE001
+            LOG.warning("examples.npz not written: %s", error)
         summary.seconds = time.time() - started
         write_run_json(out_dir, config, prepared, cells, summary, device, code_version,
                        executor)

@@ -38,7 +38,8 @@ def test_zoo_download_puts_the_file_where_evaluate_reads_it(zoo_server, tmp_path
     assert f"already present: {path}" in capsys.readouterr().out
     # evaluate finds it (and then refuses it by its keys: the served file is not a WRN-28-10)
     assert main(["evaluate", "--robustbench", "Standard", "--robustbench-threat", "linf",
-                 "--model-dir", str(models), "--dataset", "cifar10"]) == 2
+                 "--model-dir", str(models), "--dataset", "cifar10", "--data-root",
+                 str(tmp_path)]) == 2
     assert "Standard.pt does not fit RobustBench Standard" in capsys.readouterr().err
 
 
