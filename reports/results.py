@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,8 @@ from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 import pandas as pd
+
+from reports.schema import write_atomic  # noqa: F401  (re-exported)
 
 # The columns a table or plot may ask for; absent ones are added as NaN.
 SCHEMA_COLUMNS: List[str] = [
@@ -159,17 +160,3 @@ def parse_params(value: Any) -> Dict[str, Any]:
     return {}
 
 
-def write_atomic(path: Union[str, os.PathLike], data: Union[bytes, str]) -> None:
-    """Write via a temp file in the same folder + os.replace, so a crash leaves no half file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(raw)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -5,13 +5,14 @@ make_row on top), and reports reads them without importing the hub.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Union
+from typing import Any, Dict, Iterable, Iterator, List, Union
 
 import pandas as pd
 
@@ -81,18 +82,19 @@ def typed_frame(rows: Union[pd.DataFrame, Iterable[Dict[str, Any]]]) -> pd.DataF
     return frame[COLUMNS + extra].reset_index(drop=True)
 
 
-def write_atomic(path: Union[str, os.PathLike], data: Union[bytes, str]) -> Path:
-    """Write via a temp file in the same folder, fsync, rename: a reader sees the old file or the
-    whole new one. The file gets the usual permissions (0666 less the umask), as open() would."""
+@contextlib.contextmanager
+def atomic_target(path: Union[str, os.PathLike]) -> Iterator[Path]:
+    """A temp path beside `path` for a writer to fill; on success it is fsynced, given the usual
+    permissions (0666 less the umask, as open() would; mkstemp's are 0600) and renamed over
+    `path`, so a reader sees the old file or the whole new one. On error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.",
                                suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(raw)
-            handle.flush()
+        yield Path(tmp)
+        with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
@@ -110,7 +112,13 @@ def write_atomic(path: Union[str, os.PathLike], data: Union[bytes, str]) -> Path
             os.close(dir_fd)
     except OSError:
         pass
-    return path
+
+
+def write_atomic(path: Union[str, os.PathLike], data: Union[bytes, str]) -> Path:
+    """Write `data` to `path` atomically (atomic_target)."""
+    with atomic_target(path) as tmp:
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    return Path(path)
 
 
 def _umask() -> int:

@@ -16,9 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import pickle
-import tempfile
 import warnings
 import zipfile
 from datetime import datetime, timezone
@@ -98,16 +96,10 @@ def save_checkpoint(model: nn.Module, path: PathLike, *, arch: str, norm: str, n
     except Exception:  # provenance is best effort; never block a save on git
         pass
     text = json.dumps(meta, sort_keys=True, default=_json_default)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={"format": FORMAT_NAME, META_KEY: text})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    from reports.schema import atomic_target
+
+    with atomic_target(path) as tmp:
+        save_file(state, str(tmp), metadata={"format": FORMAT_NAME, META_KEY: text})
     return file_sha256(path)
 
 
@@ -577,11 +569,10 @@ def download_robustbench(name: str, model_dir: PathLike, dataset: str = "cifar10
     path = robustbench_path(name, model_dir, dataset, threat)
     if path.is_file():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        url = _gdrive_fetch(gdrive_id, Path(tmp), timeout)
+    from reports.schema import atomic_target
+
+    with atomic_target(path) as tmp:
+        url = _gdrive_fetch(gdrive_id, tmp, timeout)
         try:
             obj = _torch_load(_existing(tmp))
         except CheckpointError as error:
@@ -590,10 +581,6 @@ def download_robustbench(name: str, model_dir: PathLike, dataset: str = "cifar10
         if not isinstance(obj, Mapping):
             raise CheckpointError(f"RobustBench {name}: the file served by {url} holds a "
                                   f"{type(obj).__name__}, not a state dict")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

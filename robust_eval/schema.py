@@ -9,13 +9,12 @@ import platform
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Optional
 
 import pandas as pd
 
-from reports.schema import (COLUMNS, INTEGER_COLUMNS, OPTIONAL_COLUMNS, params_json, typed_frame,
-                            write_atomic, write_tables)
-from reports.stats import WILSON_Z, wilson_interval
+from reports.schema import COLUMNS, OPTIONAL_COLUMNS, params_json, typed_frame
+from reports.stats import wilson_interval
 
 BENCHMARKS = ("clean", "corruption", "attack", "label_noise", "spectral")
 

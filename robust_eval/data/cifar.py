@@ -6,7 +6,6 @@ array constructors, so a tampered file cannot run code.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import pickle
 import shutil

@@ -13,7 +13,6 @@ Plain entry point for the job runner: `corruption_rows(model, data, ...)`.
 """
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union

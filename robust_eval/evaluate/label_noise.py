@@ -11,7 +11,6 @@ train` made) it measures that checkpoint: kind, rate and seed come from its meta
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union

@@ -81,3 +81,24 @@ def test_evaluate_prints_each_row_and_one_table_per_benchmark(tmp_path, capsys):
     assert "8/255" in out and "1.0 " not in out.split("[corruption]")[1].split("\n")[2]
     tables = out.split("[corruption]")[1]
     assert "fog" in tables and "contrast" in tables and "steps" not in tables
+
+
+def test_outputs_respect_the_umask(tmp_path):
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        checkpoint = _tiny(tmp_path / "m.safetensors")
+        out = tmp_path / "out"
+        assert main(["run", str(_config(tmp_path, checkpoint)), "--out", str(out),
+                     "--no-progress"]) == 0
+        assert main(["report", str(out), "-o", str(tmp_path / "report.pdf")]) == 0
+        assert main(["baseline", str(out), "-o", str(tmp_path / "baseline.json")]) == 0
+    finally:
+        os.umask(previous)
+    written = [checkpoint, out / "results.csv", out / "results.parquet", out / "run.json",
+               out / "index.json", *sorted((out / "cells").glob("*.json")),
+               tmp_path / "report.pdf", tmp_path / "baseline.json"]
+    modes = {str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode)) for p in written}
+    assert set(modes.values()) == {"0o644"}, modes
