@@ -200,7 +200,7 @@ class ResultStore:
         return index
 
     def write_index(self, index: Dict[str, Any]) -> None:
-        write_atomic(self.root / INDEX_FILE, json.dumps(index, indent=1, sort_keys=True,
+        write_atomic(self.root / INDEX_FILE, json.dumps(index, indent=1,  # keeps slot order
                                                         default=json_default) + "\n")
 
 
