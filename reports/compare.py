@@ -390,7 +390,9 @@ def format_comparison(table: pd.DataFrame, alpha: float = 0.05) -> str:
         worse = int((rows["verdict"] == "worse").sum())
         better = int((rows["verdict"] == "better").sum())
         cells = int((rows["scope"] == "cell").sum())
-        lines.append(f"{model} vs {reference}: {cells} cells + {len(rows) - cells} aggregates; "
+        aggregates = len(rows) - cells
+        lines.append(f"{model} vs {reference}: {cells} cells + {aggregates} "
+                     f"aggregate{'' if aggregates == 1 else 's'}; "
                      f"{worse} significantly worse, {better} significantly better "
                      f"(two-sided, weighted Holm-adjusted p < {alpha:g} over {len(rows)} tests)")
         methods = rows["method"].value_counts()

@@ -96,27 +96,35 @@ def normalize_frame(frame: pd.DataFrame, source: str = "results") -> pd.DataFram
             frame[column] = np.nan
     for column in NUMERIC_COLUMNS:
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
-    _recompute_accuracy(frame, source)
     status = frame["status"].astype(object)
     frame["status"] = [
         (FAILED if not _blank(e) else "ok") if _blank(s) else str(s).strip().lower()
         for s, e in zip(status, frame["error"])
     ]
+    _recompute_accuracy(frame, source)
     frame["model"] = frame["model"].astype(str)
     frame["benchmark"] = frame["benchmark"].astype(str)
     return frame
 
 
 def _describe(row: pd.Series) -> str:
-    parts = [f"{c}={row[c]}" for c in ("model", "benchmark", "corruption", "severity", "attack",
-                                        "eps", "noise_rate", "metric", "seed")
-             if c in row.index and not _blank(row[c])]
+    parts = [f"{c}={row[c]:g}" if isinstance(row[c], (float, np.floating)) else f"{c}={row[c]}"
+             for c in ("model", "benchmark", "corruption", "severity", "attack", "eps",
+                       "noise_rate", "metric", "seed") if c in row.index and not _blank(row[c])]
     return " ".join(parts)
 
 
 def _recompute_accuracy(frame: pd.DataFrame, source: str) -> None:
     """accuracy = correct/n and its Wilson interval, in place, wherever the counts are known
-    (n > 0); stored intervals are never used. A stored accuracy that disagrees is refused."""
+    (n > 0); stored intervals are never used. An ok row with n but no valid count, or whose
+    stored accuracy disagrees, is refused."""
+    measured = (frame["status"] != FAILED) & (frame["n"] > 0)
+    broken = measured & ~frame["correct"].between(0, frame["n"])
+    if broken.any():
+        i = int(np.flatnonzero(broken.to_numpy())[0])
+        row = frame.iloc[i]
+        raise ValueError(f"{source}: row {i} ({_describe(row)}) has n={row['n']:g} but "
+                         f"correct={float(row['correct']):g}, not a count in [0, n]")
     counted = (frame["n"] > 0) & frame["correct"].notna()
     computed = frame["correct"] / frame["n"]
     bad = counted & frame["accuracy"].notna() & ((frame["accuracy"] - computed).abs() > 1e-6)

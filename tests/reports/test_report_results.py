@@ -58,6 +58,11 @@ def test_accuracy_and_intervals_come_from_the_counts(results_dir, full_frame):
     row = counted.iloc[3]
     assert (row["ci_low"], row["ci_high"]) == pytest.approx(
         wilson_interval(row["correct"], row["n"]))
+    frame.loc[7, "correct"] = None
+    frame.to_csv(results_dir / "results.csv", index=False)
+    with pytest.raises(ValueError, match=r"results.csv: row 7 .* has n=2000 but correct=nan"):
+        load_results(results_dir)
+    frame.loc[7, "correct"] = full_frame.loc[7, "correct"]
     frame.loc[5, "accuracy"] -= 0.20  # accuracy cut by 20 points, counts untouched
     frame.to_csv(results_dir / "results.csv", index=False)
     with pytest.raises(ValueError, match=r"results.csv: row 5 \(model=resnet18_bn "
