@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -160,7 +160,6 @@ class CheckResult:
     tolerance_pp: float
     alpha: float
     strict: bool = False
-    notes: List[str] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
