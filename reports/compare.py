@@ -58,7 +58,7 @@ class Cell:
 
 
 @dataclass
-class Test:
+class Difference:
     """One tested difference, delta = accuracy_b - accuracy_a (fractions)."""
     scope: str  # "cell" or "aggregate"
     fields: Dict[str, str]  # slot columns as key text
@@ -109,8 +109,8 @@ def _unpaired_reason(a: Cell, b: Cell) -> Optional[str]:
     return None
 
 
-def test_cell(a: Cell, b: Cell, alternative: str = "two-sided", tolerance: float = 0.0,
-              confidence: float = 0.95) -> Test:
+def compare_cell(a: Cell, b: Cell, alternative: str = "two-sided", tolerance: float = 0.0,
+              confidence: float = 0.95) -> Difference:
     """McNemar (exact; Tango's score test with a tolerance) and Tango's interval when paired,
     else Farrington-Manning and Newcombe."""
     from reports import paired  # scipy: loaded when a comparison runs
@@ -123,18 +123,18 @@ def test_cell(a: Cell, b: Cell, alternative: str = "two-sided", tolerance: float
         test = paired.mcnemar(x.to_numpy(), y.to_numpy(), alternative, tolerance)
         delta, low, high = paired.paired_difference_ci(x.to_numpy(), y.to_numpy(), confidence)
         method = "paired McNemar" if test.method == "exact binomial" else "paired Tango score"
-        return Test("cell", fields, "", 1, len(x), x.mean(), y.mean(), delta, low, high,
-                    test.p_value, method)
+        return Difference("cell", fields, "", 1, len(x), x.mean(), y.mean(), delta, low,
+                          high, test.p_value, method)
     c = paired.unpaired_difference(a.correct, a.n, b.correct, b.n, alternative, tolerance,
                                    confidence)
-    return Test("cell", fields, "", 1, min(a.n, b.n), a.accuracy, b.accuracy, c.delta, c.low,
-                c.high, c.p_value, f"unpaired ({reason})")
+    return Difference("cell", fields, "", 1, min(a.n, b.n), a.accuracy, b.accuracy, c.delta,
+                      c.low, c.high, c.p_value, f"unpaired ({reason})")
 
 
-def test_aggregate(pairs: Sequence[Tuple[Cell, Cell]], label: str, fields: Dict[str, str],
+def compare_aggregate(pairs: Sequence[Tuple[Cell, Cell]], label: str, fields: Dict[str, str],
                    alternative: str = "two-sided", tolerance: float = 0.0,
                    confidence: float = 0.95, n_resamples: int = N_RESAMPLES,
-                   seed: int = 0) -> Test:
+                   seed: int = 0) -> Difference:
     """The mean accuracy over the pairs' cells: a paired bootstrap over the examples common to
     every cell, else an unpaired test of the means at the cells' mean n."""
     from reports import paired
@@ -154,14 +154,14 @@ def test_aggregate(pairs: Sequence[Tuple[Cell, Cell]], label: str, fields: Dict[
         matrix_b = np.column_stack([b.correctness.reindex(common).to_numpy() for _, b in pairs])
         r = paired.paired_bootstrap(matrix_a, matrix_b, "mean", n_resamples, seed, confidence,
                                     alternative, tolerance)
-        return Test("aggregate", fields, label, len(pairs), len(common), acc_a, acc_b, r.delta,
-                    r.low, r.high, r.p_value, "paired bootstrap")
+        return Difference("aggregate", fields, label, len(pairs), len(common), acc_a, acc_b,
+                          r.delta, r.low, r.high, r.p_value, "paired bootstrap")
     n_a = float(np.mean([a.n for a, _ in pairs]))
     n_b = float(np.mean([b.n for _, b in pairs]))
     c = paired.unpaired_difference(acc_a * n_a, n_a, acc_b * n_b, n_b, alternative, tolerance,
                                    confidence)
-    return Test("aggregate", fields, label, len(pairs), min(n_a, n_b), acc_a, acc_b, c.delta,
-                c.low, c.high, c.p_value, f"unpaired ({reason})")
+    return Difference("aggregate", fields, label, len(pairs), min(n_a, n_b), acc_a, acc_b,
+                      c.delta, c.low, c.high, c.p_value, f"unpaired ({reason})")
 
 
 def mean_interval(cells: Sequence[Cell], confidence: float = 0.95,
@@ -227,7 +227,7 @@ def aggregate_groups(slots: Sequence[Slot]) -> List[Tuple[str, Dict[str, str], L
     return groups
 
 
-def test_weights(tests: Sequence[Test]) -> List[float]:
+def holm_weights(tests: Sequence[Difference]) -> List[float]:
     """Weights for Holm's weighted procedure: the aggregates share half of alpha and the cells
     the other half (all of it when one kind is absent). An aggregate summarises many cells, so
     a drop spread over them is found without letting every cell dilute it."""
@@ -240,12 +240,12 @@ def test_weights(tests: Sequence[Test]) -> List[float]:
 
 def compare_sides(a: Dict[Slot, Cell], b: Dict[Slot, Cell], alternative: str = "two-sided",
                   tolerance: float = 0.0, confidence: float = 0.95,
-                  n_resamples: int = N_RESAMPLES, seed: int = 0) -> List[Test]:
+                  n_resamples: int = N_RESAMPLES, seed: int = 0) -> List[Difference]:
     """Every cell present on both sides, then every aggregate of them."""
     common = [slot for slot in a if slot in b]
-    tests = [test_cell(a[s], b[s], alternative, tolerance, confidence) for s in common]
+    tests = [compare_cell(a[s], b[s], alternative, tolerance, confidence) for s in common]
     for label, fields, members in aggregate_groups(common):
-        tests.append(test_aggregate([(a[s], b[s]) for s in members], label, fields, alternative,
+        tests.append(compare_aggregate([(a[s], b[s]) for s in members], label, fields, alternative,
                                     tolerance, confidence, n_resamples, seed))
     return tests
 
@@ -264,8 +264,8 @@ def typed_fields(fields: Dict[str, str]) -> Dict[str, Any]:
     return {c: typed(c, fields.get(c, "")) for c in fields}
 
 
-def test_record(test: Test, **extra: Any) -> Dict[str, Any]:
-    """A Test as a JSON-ready record: accuracies, delta and interval in percentage points."""
+def as_record(test: Difference, **extra: Any) -> Dict[str, Any]:
+    """A Difference as a JSON-ready record: accuracies, delta and interval in percentage points."""
     record = {"scope": test.scope, "aggregate": test.label or None,
               **typed_fields({c: test.fields.get(c, "") for c in SLOT_COLUMNS}),
               "cells": test.cells, "n": float(test.n),
@@ -284,7 +284,7 @@ def compare_models(results: ResultSet, reference: str, alpha: float = 0.05,
                    confidence: float = 0.95, n_resamples: int = N_RESAMPLES,
                    seed: int = 0) -> pd.DataFrame:
     """Every other model against `reference`, cell by cell and per aggregate: two-sided tests,
-    Holm-adjusted (weighted, test_weights) across all tests of one model pair. One row per test
+    Holm-adjusted (weighted, holm_weights) across all tests of one model pair. One row per test
     (RECORD_COLUMNS)."""
     from reports import paired
 
@@ -304,12 +304,12 @@ def compare_models(results: ResultSet, reference: str, alpha: float = 0.05,
         if model == reference:
             continue
         tests = compare_sides(ref, side(model), "two-sided", 0.0, confidence, n_resamples, seed)
-        adjusted = paired.holm([t.p_value for t in tests], test_weights(tests)) if tests else []
+        adjusted = paired.holm([t.p_value for t in tests], holm_weights(tests)) if tests else []
         for test, p_adj in zip(tests, adjusted):
             significant = bool(p_adj < alpha)
             verdict = ("no significant difference" if not significant
                        else "better" if test.delta > 0 else "worse")
-            records.append(test_record(test, model=model, reference=reference,
+            records.append(as_record(test, model=model, reference=reference,
                                        p_adjusted=float(p_adj), significant=significant,
                                        verdict=verdict))
     return pd.DataFrame(records, columns=RECORD_COLUMNS)

@@ -21,10 +21,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import pandas as pd
 
-from reports.compare import (IDENTITY_FIELDS, N_RESAMPLES, SLOT_COLUMNS, Cell, compare_sides,
-                             describe, format_p, test_record, test_weights, text_table,
-                             typed_fields)
-from reports.compare import cells_from_results
+from reports.compare import (IDENTITY_FIELDS, N_RESAMPLES, SLOT_COLUMNS, Cell, as_record,
+                             cells_from_results, compare_sides, describe, format_p,
+                             holm_weights, text_table, typed_fields)
 from reports.outcomes import pack_correct, unpack_correct
 from reports.results import CELL_KEY_COLUMNS, ResultSet, cell_key, failed_rows
 
@@ -204,12 +203,12 @@ def check_against_baseline(results: ResultSet, baseline: Dict[str, Any],
     tests = []
     for model in dict.fromkeys(k[0] for k in base):
         side = lambda cells: {c.slot: c for c in cells.values() if c.model == model}  # noqa
-        tests += [(test, test_record(test, model=model)) for test in compare_sides(
+        tests += [(test, as_record(test, model=model)) for test in compare_sides(
             side(base), side(new), "less", tolerance_pp / 100, n_resamples=n_resamples,
             seed=seed)]
     from reports.paired import holm
 
-    adjusted = (holm([t.p_value for t, _ in tests], test_weights([t for t, _ in tests]))
+    adjusted = (holm([t.p_value for t, _ in tests], holm_weights([t for t, _ in tests]))
                 if tests else [])
     for (_, record), p_adj in zip(tests, adjusted):
         record.update(p_adjusted=float(p_adj),

@@ -166,7 +166,8 @@ def summary_marks(results: ResultSet, summary: pd.DataFrame, reference: Optional
     """Statistics behind the summary's marks (reports.compare: paired on per-example outcomes
     where both models have them for the same examples, else unpaired). `reference` defaults to
     the first model."""
-    from reports.compare import cells_from_results, mean_interval, test_aggregate, test_cell
+    from reports.compare import (cells_from_results, compare_aggregate, compare_cell,
+                                 mean_interval)
     from reports.paired import holm
 
     cells = cells_from_results(results)
@@ -181,8 +182,8 @@ def summary_marks(results: ResultSet, summary: pd.DataFrame, reference: Optional
         pairs = [(mine[s], other[s]) for s in mine if s in other]
         if not pairs:
             return None
-        result = (test_cell(*pairs[0]) if len(pairs) == 1 else
-                  test_aggregate(pairs, column, {}, seed=seed))
+        result = (compare_cell(*pairs[0]) if len(pairs) == 1 else
+                  compare_aggregate(pairs, column, {}, seed=seed))
         marks.methods.add(result.method)
         return result
 
