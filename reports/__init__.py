@@ -3,6 +3,7 @@
 A leaf: it reads result DataFrames (the long schema, reports/schema.py) and never imports robust_eval,
 attacks or corruptions.
 """
+from reports.compare import compare_models, format_comparison
 from reports.export import to_latex, to_markdown
 from reports.regression import (CheckResult, check_against_baseline, format_check,
                                 freeze_baseline, read_baseline)
@@ -13,9 +14,9 @@ from reports.tables import (cell_means, detail_tables, formatted_summary, spectr
 _PAIRED = ("holm", "mcnemar", "paired_bootstrap", "paired_difference_ci", "unpaired_difference")
 __all__ = [
     "CELL_KEY_COLUMNS", "CheckResult", "ResultSet", "cell_means", "check_against_baseline",
-    "detail_tables", "format_check", "formatted_summary", "freeze_baseline", "load_results",
-    "normalize_frame", "read_baseline", "spectral_rows", "summary_table", "to_latex",
-    "to_markdown", "build_pdf_report", "all_figures", "save_all",
+    "compare_models", "detail_tables", "format_check", "format_comparison", "formatted_summary",
+    "freeze_baseline", "load_results", "normalize_frame", "read_baseline", "spectral_rows",
+    "summary_table", "to_latex", "to_markdown", "build_pdf_report", "all_figures", "save_all",
     *_PAIRED,
 ]
 

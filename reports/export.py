@@ -18,8 +18,19 @@ def _rows(table: pd.DataFrame) -> List[List[str]]:
     return [header] + body
 
 
+def _bold_cells(table: pd.DataFrame) -> set:
+    """(row i, column j) positions in _rows() to bold: table.attrs["bold"] (row label, column)."""
+    columns = [str(c) for c in table.columns]
+    rows = [str(i) for i in table.index]
+    return {(rows.index(str(r)) + 1, columns.index(str(c)) + 1)
+            for r, c in table.attrs.get("bold", ()) if str(r) in rows and str(c) in columns}
+
+
 def to_markdown(table: pd.DataFrame, notes: Optional[Dict[str, str]] = None) -> str:
+    """A pipe table; values in table.attrs["bold"] in bold (nothing else is)."""
     rows = _rows(table)
+    for i, j in _bold_cells(table):
+        rows[i][j] = f"**{rows[i][j]}**"
     escape = [[cell.replace("|", r"\|") for cell in row] for row in rows]
     widths = [max(len(r[i]) for r in escape) for i in range(len(escape[0]))]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(escape[0], widths)) + " |",
@@ -38,28 +49,16 @@ def latex_escape(text: str) -> str:
 
 
 def to_latex(table: pd.DataFrame, caption: str = "", label: str = "") -> str:
-    """A booktabs tabular (needs \\usepackage{booktabs}); the best value per column in bold."""
+    """A booktabs tabular (needs \\usepackage{booktabs}); values in table.attrs["bold"] (those
+    significantly better than every other, see tables.summary_marks) in bold, nothing else."""
     rows = _rows(table)
-    best = {}
-    for j, column in enumerate(table.columns, start=1):
-        values = pd.to_numeric(table[column], errors="coerce")
-        if values.notna().sum() > 1 and "mCE" not in str(column):
-            best[j] = values.max()
-        elif values.notna().sum() > 1:
-            best[j] = values.min()  # lower mCE is better
+    bold = _bold_cells(table)
     lines = [r"\begin{table}[t]", r"\centering",
              r"\begin{tabular}{l" + "r" * (len(rows[0]) - 1) + "}", r"\toprule",
              " & ".join(latex_escape(c) for c in rows[0]) + r" \\", r"\midrule"]
-    for row in rows[1:]:
-        cells = []
-        for j, cell in enumerate(row):
-            text = latex_escape(cell)
-            try:
-                if j in best and float(cell) == best[j]:
-                    text = r"\textbf{" + text + "}"
-            except ValueError:
-                pass
-            cells.append(text)
+    for i, row in enumerate(rows[1:], start=1):
+        cells = [r"\textbf{" + latex_escape(c) + "}" if (i, j) in bold else latex_escape(c)
+                 for j, c in enumerate(row)]
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     if caption:

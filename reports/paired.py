@@ -18,7 +18,7 @@ Methods (each test and interval is a named, published one):
   Stat Med 18:3511), one of the intervals Fagerland, Lydersen & Laake (2014, Stat Med 33:2850)
   recommend.
 - paired_bootstrap: nonparametric bootstrap over examples for an aggregate of many cells.
-- holm: Holm (1979) step-down adjusted p-values.
+- holm: Holm (1979) step-down adjusted p-values, plain or weighted (both in that paper).
 - unpaired_difference: Newcombe (1998, Stat Med 17:873-890) hybrid score interval ("method 10")
   and the Farrington-Manning (1990) score test, which at tolerance 0 is the pooled two-proportion
   z test.
@@ -234,10 +234,13 @@ def paired_bootstrap(a_matrix, b_matrix,
                       method=f"paired bootstrap ({n_resamples} resamples of {n} examples)")
 
 
-def holm(p_values) -> np.ndarray:
+def holm(p_values, weights=None) -> np.ndarray:
     """Holm-Bonferroni adjusted p-values: sorted ascending, the i-th (from 0) of m is multiplied
     by m - i, made monotone by a running maximum, capped at 1. NaN entries stay NaN and do not
-    count in m."""
+    count in m. With `weights` (positive, normalised over the non-NaN entries): Holm's (1979)
+    weighted procedure, ordered by p / w, the step's factor being the weight left untested
+    over the tested one; equal weights give the plain procedure. The family-wise error stays
+    at most alpha; weights spend more of it on the hypotheses that matter most."""
     p = np.asarray(p_values, dtype=np.float64)
     if p.ndim != 1:
         raise ValueError(f"p_values: expected a 1-D sequence, got shape {p.shape}")
@@ -247,10 +250,19 @@ def holm(p_values) -> np.ndarray:
     if outside.any():
         raise ValueError(f"p_values must lie in [0, 1] (or be NaN), "
                          f"got {values[outside][0].item()!r}")
-    order = np.argsort(values, kind="stable")
-    m = values.size
-    adjusted = np.empty(m)
-    adjusted[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * values[order]))
+    if weights is None:
+        w = np.ones(values.size)
+    else:
+        w = np.asarray(weights, dtype=np.float64)
+        if w.shape != p.shape or not (w[known] > 0).all() or not np.isfinite(w[known]).all():
+            raise ValueError(f"weights: expected {p.size} positive finite values, got {weights!r}")
+        w = w[known]
+    w = w / w.sum() if w.size else w
+    ratio = values / w if w.size else values
+    order = np.argsort(ratio, kind="stable")
+    left = np.cumsum(w[order][::-1])[::-1]  # weight of the hypotheses not yet rejected
+    adjusted = np.empty(values.size)
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate(ratio[order] * left))
     out = p.copy()
     out[known] = adjusted
     return out

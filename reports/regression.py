@@ -1,14 +1,15 @@
-"""Regression gate: freeze a run as a baseline, then compare a later run cell by cell.
+"""Regression gate: freeze a run as a baseline, then test a later run against it.
 
-Cells are matched on CELL_KEY_COLUMNS (model name, dataset, benchmark, corruption, severity,
-attack, threat, eps, steps, restarts, noise type/rate, metric) -- not the seed, and not the
-checkpoint hash, so a rerun with another seed or a retrained checkpoint of the same model compares.
-
-Rule: a cell REGRESSED when   new.ci_high + tolerance < baseline.ci_low
-(both Wilson 95 % intervals; seeds averaged as in `tables.cell_means`). The two intervals must be
-separated by more than the tolerance, so a drop inside sampling noise never alarms; a model that
-really lost robustness falls clear below. A baseline cell absent from, or failed in, the new run
-is MISSING and also fails the gate; cells new in the run are listed, not judged.
+Cells are matched on CELL_KEY_COLUMNS (not the seed, not the checkpoint hash). Every cell and
+every aggregate of cells (reports.compare: the corruption mean, per-severity means, an attack's
+eps sweep) gets a one-sided test of H0: delta >= -tolerance, delta = new - baseline accuracy:
+paired on per-example outcomes when both sides have them for the same examples, unpaired
+otherwise. The p-values of everything tested are Holm-adjusted together (weighted: the
+aggregates hold half of alpha, the cells the other half); a cell or aggregate REGRESSED when its
+adjusted p < alpha, i.e. the drop is significantly larger than the tolerance.
+Baseline cells missing or failed in the new run fail too. A changed identity (checkpoint,
+arch, norm, input normalisation, n, examples) is a warning, or a failure when strict.
+No stored accuracy or interval is used: everything comes from correct/n and the outcomes.
 """
 from __future__ import annotations
 
@@ -16,55 +17,37 @@ import json
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import pandas as pd
 
-from reports.results import CELL_KEY_COLUMNS, ResultSet, failed_rows
-from reports.stats import eps_label
-from reports.tables import cell_means
+from reports.compare import (IDENTITY_FIELDS, N_RESAMPLES, SLOT_COLUMNS, Cell, as_record,
+                             cells_from_results, compare_sides, describe, format_p,
+                             holm_weights, text_table, typed_fields)
+from reports.outcomes import pack_correct, unpack_correct
+from reports.results import CELL_KEY_COLUMNS, ResultSet, cell_key, failed_rows
 
 BASELINE_FORMAT = "robust-eval-baseline"
-BASELINE_VERSION = 1
-FLOAT_KEYS = {"severity", "eps", "steps", "restarts", "noise_rate"}
+BASELINE_VERSION = 2  # 2: counts, identity and per-example outcomes; no stored intervals
+FAILING = ("REGRESSED", "MISSING", "FAILED")
 
 
-def _key_part(column: str, value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
-        return ""
-    if column in FLOAT_KEYS:
-        try:
-            return f"{float(value):.9g}"
-        except (TypeError, ValueError):
-            return str(value)
-    return str(value)
-
-
-def cell_key(record: Dict[str, Any]) -> Tuple[str, ...]:
-    return tuple(_key_part(c, record.get(c)) for c in CELL_KEY_COLUMNS)
-
-
-def _cells_by_key(frame: pd.DataFrame) -> Dict[Tuple[str, ...], Dict[str, Any]]:
-    out = {}
-    for record in cell_means(frame).to_dict("records"):
-        out[cell_key(record)] = record
-    return out
+def _number(value: float) -> Any:
+    return int(value) if float(value).is_integer() else float(value)
 
 
 def freeze_baseline(results: ResultSet) -> Dict[str, Any]:
-    """A JSON-able baseline: one entry per measured cell (failed cells are left out, and listed)."""
+    """A JSON-able baseline: per measured cell its key, counts, identity and per-example
+    correctness (packed bits); failed cells are left out, and listed."""
     cells = []
-    for key, record in _cells_by_key(results.frame).items():
-        if not (record["ci_low"] <= record["accuracy"] <= record["ci_high"]):
-            # No n to build an interval from: freeze the point value (the gate is then strict).
-            record["ci_low"] = record["ci_high"] = record["accuracy"]
-        cells.append({**dict(zip(CELL_KEY_COLUMNS, key)),
-                      "accuracy": float(record["accuracy"]), "ci_low": float(record["ci_low"]),
-                      "ci_high": float(record["ci_high"]), "n": float(record["n"]),
-                      "seeds": int(record["seeds"]),
-                      "checkpoint_sha256": _key_part("", record.get("checkpoint_sha256"))})
+    for key, cell in cells_from_results(results).items():
+        cells.append({**dict(zip(CELL_KEY_COLUMNS, key)), "correct": _number(cell.correct),
+                      "n": _number(cell.n), "accuracy": cell.accuracy, "seeds": cell.seeds,
+                      **{f: cell.identity[f] for f in IDENTITY_FIELDS if f != "n"},
+                      "outcomes": (None if cell.correctness is None
+                                   else pack_correct(cell.correctness))})
     if not cells:
-        raise ValueError(f"{results.source}: no successful cells with an accuracy to freeze")
+        raise ValueError(f"{results.source}: no successful cells with counts to freeze")
     failed = [dict(zip(CELL_KEY_COLUMNS, cell_key(r)))
               for r in failed_rows(results.frame).to_dict("records")]
     return {"format": BASELINE_FORMAT, "version": BASELINE_VERSION,
@@ -76,109 +59,240 @@ def freeze_baseline(results: ResultSet) -> Dict[str, Any]:
 
 
 def read_baseline(path) -> Dict[str, Any]:
+    """A baseline file, validated (validate_baseline); errors name the file and the field."""
     try:
         with open(path) as handle:
             baseline = json.load(handle)
     except FileNotFoundError:
         raise FileNotFoundError(f"baseline not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: cannot read the baseline ({error})") from None
     except ValueError as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(baseline, dict) or baseline.get("format") != BASELINE_FORMAT:
-        raise ValueError(f"{path}: not a robust-eval baseline (field 'format' must be "
-                         f"{BASELINE_FORMAT!r})")
-    if baseline.get("version") != BASELINE_VERSION:
-        raise ValueError(f"{path}: baseline version {baseline.get('version')!r} unsupported "
-                         f"(this robust-eval reads version {BASELINE_VERSION})")
-    if baseline.get("key_columns") != CELL_KEY_COLUMNS:
-        raise ValueError(f"{path}: baseline key columns {baseline.get('key_columns')} differ from "
-                         f"{CELL_KEY_COLUMNS}; re-freeze the baseline")
-    if not isinstance(baseline.get("cells"), list):
-        raise ValueError(f"{path}: field 'cells' must be a list")
+    validate_baseline(baseline, str(path))
     return baseline
+
+
+def _count(cell: Dict[str, Any], name: str, where: str) -> float:
+    value = cell.get(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{where}.{name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{where}.{name} is {value!r}, not a finite number")
+    return float(value)
+
+
+def validate_baseline(baseline: Any, source: str = "baseline") -> None:
+    """Refuse anything a gate cannot trust: ValueError naming the source and the field."""
+    if not isinstance(baseline, dict) or baseline.get("format") != BASELINE_FORMAT:
+        raise ValueError(f"{source}: not a robust-eval baseline (field 'format' must be "
+                         f"{BASELINE_FORMAT!r})")
+    version = baseline.get("version")
+    if version != BASELINE_VERSION:
+        old = isinstance(version, int) and version < BASELINE_VERSION
+        raise ValueError(f"{source}: baseline version {version!r} "
+                         + ("predates per-example outcomes" if old else "is unsupported")
+                         + f" (this robust-eval reads version {BASELINE_VERSION}); re-freeze it "
+                           f"with `robust-eval baseline RESULTS_DIR -o {source}`")
+    if baseline.get("key_columns") != CELL_KEY_COLUMNS:
+        raise ValueError(f"{source}: baseline key columns {baseline.get('key_columns')} differ "
+                         f"from {CELL_KEY_COLUMNS}; re-freeze the baseline")
+    cells = baseline.get("cells")
+    if not isinstance(cells, list):
+        raise ValueError(f"{source}: field 'cells' must be a list")
+    if not cells:
+        raise ValueError(f"{source}: field 'cells' is empty: nothing to gate against; re-freeze "
+                         f"from a run with results")
+    seen = set()
+    for i, cell in enumerate(cells):
+        where = f"{source}: cells[{i}]"
+        if not isinstance(cell, dict):
+            raise ValueError(f"{where} must be an object, got {type(cell).__name__}")
+        for column in CELL_KEY_COLUMNS + [f for f in IDENTITY_FIELDS if f != "n"]:
+            if not isinstance(cell.get(column), str):
+                raise ValueError(f"{where}.{column} must be a string (\"\" when blank), got "
+                                 f"{cell.get(column)!r}")
+        if not cell["model"] or not cell["benchmark"]:
+            raise ValueError(f"{where}: fields 'model' and 'benchmark' must not be empty")
+        correct, n = _count(cell, "correct", where), _count(cell, "n", where)
+        if n <= 0 or not 0 <= correct <= n:
+            raise ValueError(f"{where}: correct={correct:g}, n={n:g} are not counts "
+                             f"(need 0 <= correct <= n, n > 0)")
+        accuracy = _count(cell, "accuracy", where)
+        if abs(accuracy - correct / n) > 1e-6:
+            raise ValueError(f"{where}.accuracy {accuracy:.6g} disagrees with correct/n = "
+                             f"{correct:g}/{n:g}")
+        seeds = cell.get("seeds")
+        if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
+            raise ValueError(f"{where}.seeds must be a list of integers, got {seeds!r}")
+        if cell.get("outcomes") is not None:
+            try:
+                bits = unpack_correct(cell["outcomes"])
+            except ValueError as error:
+                raise ValueError(f"{where}.outcomes: {error}") from None
+            if len(bits) != n or int(bits.sum()) != correct:
+                raise ValueError(f"{where}.outcomes hold {int(bits.sum())}/{len(bits)} right, "
+                                 f"the cell says {correct:g}/{n:g}")
+        key = tuple(cell[c] for c in CELL_KEY_COLUMNS)
+        if key in seen:
+            raise ValueError(f"{where} repeats the key of an earlier cell")
+        seen.add(key)
+
+
+def baseline_cells(baseline: Dict[str, Any]) -> Dict[Tuple[str, ...], Cell]:
+    cells = {}
+    for entry in baseline["cells"]:
+        key = tuple(entry[c] for c in CELL_KEY_COLUMNS)
+        identity = {f: entry[f] for f in IDENTITY_FIELDS if f != "n"}
+        identity["n"] = f"{float(entry['n']):g}"
+        cells[key] = Cell(key=key, correct=float(entry["correct"]), n=float(entry["n"]),
+                          seeds=list(entry["seeds"]), identity=identity,
+                          correctness=(None if entry.get("outcomes") is None
+                                       else unpack_correct(entry["outcomes"])))
+    return cells
 
 
 @dataclass
 class CheckResult:
-    table: pd.DataFrame  # one row per baseline or new cell, column `status`
+    table: pd.DataFrame  # one row per test, missing/failed baseline cell and new cell
+    identity: List[Dict[str, Any]]  # {model, field, baseline, new, cells}: changed identity
     tolerance_pp: float
+    alpha: float
+    strict: bool = False
 
     @property
     def failed(self) -> bool:
-        return bool(self.table["status"].isin(["REGRESSED", "MISSING", "FAILED"]).any())
+        return bool(self.table["status"].isin(FAILING).any()) or (self.strict
+                                                                   and bool(self.identity))
 
     def count(self, status: str) -> int:
         return int((self.table["status"] == status).sum())
 
+    def to_json(self) -> Dict[str, Any]:
+        rows = self.table.astype(object).where(self.table.notna(), None)
+        return {"verdict": "FAIL" if self.failed else "PASS", "tolerance_pp": self.tolerance_pp,
+                "alpha": self.alpha, "strict": self.strict, "identity_changes": self.identity,
+                "results": rows.to_dict("records")}
+
+
+def _identity_changes(pairs: List[Tuple[Cell, Cell]]) -> List[Dict[str, Any]]:
+    """Identity fields that differ (both known) between baseline and new cells, grouped."""
+    changes: Dict[Tuple[str, str, str, str], int] = {}
+    for base, new in pairs:
+        for name in IDENTITY_FIELDS:
+            old, now = base.identity.get(name, ""), new.identity.get(name, "")
+            if old and now and old != now:
+                key = (base.model, name, old, now)
+                changes[key] = changes.get(key, 0) + 1
+    return [{"model": m, "field": f, "baseline": o, "new": n, "cells": k}
+            for (m, f, o, n), k in changes.items()]
+
 
 def check_against_baseline(results: ResultSet, baseline: Dict[str, Any],
-                           tolerance_pp: float = 0.0) -> CheckResult:
-    if tolerance_pp < 0 or math.isnan(tolerance_pp):
-        raise ValueError(f"tolerance must be >= 0 percentage points, got {tolerance_pp}")
-    tol = tolerance_pp / 100
-    new = _cells_by_key(results.frame)
+                           tolerance_pp: float = 0.0, alpha: float = 0.05, strict: bool = False,
+                           n_resamples: int = N_RESAMPLES, seed: int = 0) -> CheckResult:
+    if not (tolerance_pp >= 0 and math.isfinite(tolerance_pp)) or tolerance_pp >= 100:
+        raise ValueError(f"tolerance must be in [0, 100) percentage points, got {tolerance_pp}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    validate_baseline(baseline)
+    base = baseline_cells(baseline)
+    new = cells_from_results(results)
     failed_keys = {cell_key(r) for r in failed_rows(results.frame).to_dict("records")}
-    rows: List[Dict[str, Any]] = []
-    seen = set()
-    for base in baseline["cells"]:
-        key = cell_key(base)
-        seen.add(key)
-        row = {**dict(zip(CELL_KEY_COLUMNS, key)), "base_acc": base["accuracy"],
-               "base_low": base["ci_low"], "base_high": base["ci_high"]}
-        cell = new.get(key)
-        if cell is None:
-            row.update(new_acc=math.nan, new_low=math.nan, new_high=math.nan, delta_pp=math.nan,
-                       status="FAILED" if key in failed_keys else "MISSING")
-        else:
-            row.update(new_acc=cell["accuracy"], new_low=cell["ci_low"],
-                       new_high=cell["ci_high"],
-                       delta_pp=100 * (cell["accuracy"] - base["accuracy"]))
-            if cell["ci_high"] + tol < base["ci_low"]:
-                row["status"] = "REGRESSED"
-            elif cell["ci_low"] - tol > base["ci_high"]:
-                row["status"] = "improved"
-            else:
-                row["status"] = "ok"
-        rows.append(row)
+    records: List[Dict[str, Any]] = []
+    tests = []
+    for model in dict.fromkeys(k[0] for k in base):
+        side = lambda cells: {c.slot: c for c in cells.values() if c.model == model}  # noqa
+        tests += [(test, as_record(test, model=model)) for test in compare_sides(
+            side(base), side(new), "less", tolerance_pp / 100, n_resamples=n_resamples,
+            seed=seed)]
+    from reports.paired import holm
+
+    adjusted = (holm([t.p_value for t, _ in tests], holm_weights([t for t, _ in tests]))
+                if tests else [])
+    for (_, record), p_adj in zip(tests, adjusted):
+        record.update(p_adjusted=float(p_adj),
+                      status="REGRESSED" if p_adj < alpha else "ok")
+        records.append(record)
+    for key, cell in base.items():
+        if key not in new:
+            records.append({**_blank_record(key), "reference_accuracy": 100 * cell.accuracy,
+                            "status": "FAILED" if key in failed_keys else "MISSING"})
     for key, cell in new.items():
-        if key not in seen:
-            rows.append({**dict(zip(CELL_KEY_COLUMNS, key)), "base_acc": math.nan,
-                         "base_low": math.nan, "base_high": math.nan,
-                         "new_acc": cell["accuracy"], "new_low": cell["ci_low"],
-                         "new_high": cell["ci_high"], "delta_pp": math.nan, "status": "new"})
-    return CheckResult(pd.DataFrame(rows), tolerance_pp)
+        if key not in base:
+            records.append({**_blank_record(key), "accuracy": 100 * cell.accuracy,
+                            "status": "new"})
+    identity = _identity_changes([(base[k], new[k]) for k in base if k in new])
+    columns = ["status", "model", "scope", "aggregate", *SLOT_COLUMNS, "cells", "n",
+               "reference_accuracy", "accuracy", "delta", "ci_low", "ci_high", "p_value",
+               "p_adjusted", "method"]
+    table = pd.DataFrame(records, columns=columns).rename(
+        columns={"reference_accuracy": "baseline_accuracy"})
+    return CheckResult(table, identity, tolerance_pp, alpha, strict)
 
 
-def _interval(acc: float, low: float, high: float) -> str:
-    if acc is None or pd.isna(acc):
-        return "-"
-    return f"{100 * acc:6.2f} [{100 * low:6.2f}, {100 * high:6.2f}]"
+def _blank_record(key: Tuple[str, ...]) -> Dict[str, Any]:
+    return {**typed_fields(dict(zip(CELL_KEY_COLUMNS, key))), "scope": "cell"}
 
 
-def format_check(result: CheckResult, show_all: bool = False) -> str:
-    """A plain-text table of the cells that fail the gate (all cells with show_all)."""
+def format_check(result: CheckResult, show_all: bool = False, worst: int = 10) -> str:
+    """Verdict, rule, method, identity warnings, a deltas summary and the cells that fail the
+    gate plus the `worst` largest drops (every test with show_all)."""
     table = result.table
-    shown = table if show_all else table[table["status"].isin(["REGRESSED", "MISSING", "FAILED"])]
-    counts = ", ".join(f"{result.count(s)} {s.lower()}"
-                       for s in ("ok", "improved", "REGRESSED", "MISSING", "FAILED", "new")
-                       if result.count(s))
+    tested = table[table["status"].isin(["ok", "REGRESSED"])]
+    tol = f"{result.tolerance_pp:g} pp"
     verdict = "FAIL" if result.failed else "PASS"
-    rule = (f"rule: regressed when new CI high + {result.tolerance_pp:g} pp < baseline CI low "
-            "(Wilson 95 %)")
-    lines = [f"regression check: {verdict} ({len(table)} cells: {counts})", rule]
+    counts = ", ".join(f"{result.count(s)} {s if s in FAILING else s.lower()}"
+                       for s in ("REGRESSED", "MISSING", "FAILED", "ok", "new") if result.count(s))
+    cells = int((tested["scope"] == "cell").sum())
+    aggregates = len(tested) - cells
+    lines = [f"regression check: {verdict} ({cells} cells + {aggregates} "
+             f"aggregate{'' if aggregates == 1 else 's'} tested: {counts})",
+             f"rule: REGRESSED when the drop is significantly larger than {tol}: one-sided test "
+             f"of H0 delta >= {'-' + tol if result.tolerance_pp else '0 pp'}, Holm-adjusted "
+             f"p < {result.alpha:g} over {len(tested)} tests (aggregates hold half of alpha)"]
+    if len(tested):
+        methods = tested["method"].value_counts()
+        lines.append("method: " + "; ".join(f"{m}: {k}" for m, k in methods.items()))
+    for change in result.identity:
+        kind = "FAILURE (--strict)" if result.strict else "warning"
+        lines.append(f"{kind}: {change['model']}: {change['field']} changed "
+                     f"{_short(change['baseline'])} -> {_short(change['new'])} "
+                     f"({change['cells']} cells)")
+    down = tested[tested["delta"] < 0]
+    up = tested[tested["delta"] > 0]
+    lines.append(f"deltas: {len(down)} down ({int((down['status'] == 'REGRESSED').sum())} "
+                 f"significantly beyond {tol}), {len(up)} up, "
+                 f"{len(tested) - len(down) - len(up)} unchanged")
+    shown = table if show_all else pd.concat([
+        table[table["status"].isin(FAILING)],
+        tested[tested["status"] == "ok"].sort_values("delta", kind="stable").head(worst)])
     if shown.empty:
         return "\n".join(lines) + "\n"
-    key_columns = [c for c in CELL_KEY_COLUMNS if (shown[c] != "").any()]
-    display = []
-    for _, row in shown.iterrows():
-        cell = " ".join(f"{c}={eps_label(float(row[c])) if c == 'eps' else row[c]}"
-                        for c in key_columns if c != "model" and row[c] != "")
-        display.append([row["status"], row["model"], cell,
-                        _interval(row["base_acc"], row["base_low"], row["base_high"]),
-                        _interval(row["new_acc"], row["new_low"], row["new_high"]),
-                        "-" if pd.isna(row["delta_pp"]) else f"{row['delta_pp']:+.2f}"])
-    header = ["status", "model", "cell", "baseline % [95% CI]", "new % [95% CI]", "delta pp"]
-    widths = [max(len(str(r[i])) for r in display + [header]) for i in range(len(header))]
-    fmt = "  ".join("{:<%d}" % w for w in widths)
-    lines += ["", fmt.format(*header).rstrip(), fmt.format(*["-" * w for w in widths])]
-    lines += [fmt.format(*r).rstrip() for r in display]
+    order = {"REGRESSED": 0, "MISSING": 1, "FAILED": 2, "ok": 3, "new": 4}
+    shown = shown.assign(_o=shown["status"].map(order)).sort_values(["_o", "delta"],
+                                                                     kind="stable")
+    body = []
+    for _, r in shown.iterrows():
+        measured = pd.notna(r["delta"])
+        body.append([r["status"], r["model"], describe(r.to_dict(), r["aggregate"]),
+                     _pct(r["baseline_accuracy"]), _pct(r["accuracy"]),
+                     f"{r['delta']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
+                     if measured else "-",
+                     format_p(r["p_adjusted"]), "-" if not measured else
+                     ("unpaired" if str(r["method"]).startswith("unpaired") else r["method"])])
+    lines += [""] + text_table(["status", "model", "cell", "baseline %", "new %",
+                                "delta pp [95% CI]", "p (Holm)", "method"], body)
+    unpaired = tested[tested["method"].astype(str).str.startswith("unpaired")]
+    if len(unpaired):
+        lines.append(f"unpaired: {len(unpaired)} of {len(tested)} tests, "
+                     + "; ".join(sorted(set(unpaired["method"]))))
     return "\n".join(lines) + "\n"
+
+
+def _pct(value: Optional[float]) -> str:
+    return "-" if value is None or pd.isna(value) else f"{value:.2f}"
+
+
+def _short(value: str) -> str:
+    return value[:12] if len(value) == 64 else value

@@ -6,12 +6,13 @@ summary then picks, per benchmark, the cells a paper would quote (see `summary_t
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import pandas as pd
 
-from reports.results import CELL_KEY_COLUMNS, ok_rows, parse_params
+from reports.results import CELL_KEY_COLUMNS, ResultSet, cell_key, ok_rows, parse_params
 from reports.stats import eps_label, wilson_interval
 
 HEADLINE_EPS = {"linf": 8 / 255, "l2": 0.5}  # the budgets CIFAR papers quote
@@ -79,24 +80,33 @@ def summary_table(frame: pd.DataFrame,
     mCE when `corruption_reference` (corruption -> 5 reference errors, e.g. AlexNet's) is given;
     one column per (attack, threat) at 8/255 (linf) or 0.5 (l2) when measured, else the largest
     eps, at the most steps/restarts; one column per label-noise type at its highest rate.
-    `frame.attrs["notes"]` says what each column is.
+    `attrs["notes"]` says what each column is, `attrs["cells"]` which cells (keys) it averages,
+    per model.
     """
     cells = cell_means(frame)
     models = model_order(frame)
     table = pd.DataFrame(index=pd.Index(models, name="model"))
     notes: Dict[str, str] = {}
+    members: Dict[str, Dict[str, List[Tuple[str, ...]]]] = {}
+    table.attrs["notes"], table.attrs["cells"] = notes, members
     if cells.empty:
-        table.attrs["notes"] = notes
         return table
+
+    def record(column: str, group: pd.DataFrame) -> None:
+        members[column] = {}
+        for row in group.to_dict("records"):
+            members[column].setdefault(str(row["model"]), []).append(cell_key(row))
 
     clean = cells[cells["benchmark"] == "clean"]
     if not clean.empty:
         table["clean"] = clean.groupby("model")["accuracy"].mean()
+        record("clean", clean)
         notes["clean"] = "top-1 accuracy on the clean test set"
 
     corruption = cells[cells["benchmark"] == "corruption"]
     if not corruption.empty:
         table["corruption"] = corruption.groupby("model")["accuracy"].mean()
+        record("corruption", corruption)
         k = corruption["corruption"].nunique()
         s = corruption["severity"].nunique()
         notes["corruption"] = (f"mean accuracy over {k} corruption(s) x {s} severit(y/ies); "
@@ -120,6 +130,7 @@ def summary_table(frame: pd.DataFrame,
             group = group[group["restarts"] == restarts]
         name = f"{attack} {eps_label(eps)}"
         table[name] = group.groupby("model")["accuracy"].mean()
+        record(name, group)
         detail = f", {int(steps)} steps" if pd.notna(steps) and steps > 1 else ""
         notes[name] = f"robust accuracy under {attack} ({threat}), eps={eps_label(eps)}{detail}"
 
@@ -130,11 +141,74 @@ def summary_table(frame: pd.DataFrame,
         label = "" if pd.isna(noise_type) else f"{noise_type} "
         name = f"label noise {label}{rate:.0%}"
         table[name] = group.groupby("model")["accuracy"].mean()
+        record(name, group)
         metric = group["metric"].dropna()
         which = f" (metric {metric.iloc[0]})" if len(metric) else ""
         notes[name] = f"test accuracy after training with {label}label noise at {rate:.0%}{which}"
-    table.attrs["notes"] = notes
     return table
+
+
+@dataclass
+class SummaryMarks:
+    """What the summary may claim: differences from the reference that are significant (Holm
+    over the columns of each model pair), values significantly better than every other model's
+    (Holm over that column's comparisons), and 95 % intervals of the aggregate columns."""
+    reference: str
+    alpha: float
+    significant: Dict[Tuple[str, str], bool] = field(default_factory=dict)
+    best: Set[Tuple[str, str]] = field(default_factory=set)
+    intervals: Dict[Tuple[str, str], Tuple[float, float]] = field(default_factory=dict)
+    methods: Set[str] = field(default_factory=set)
+
+
+def summary_marks(results: ResultSet, summary: pd.DataFrame, reference: Optional[str] = None,
+                  alpha: float = 0.05, seed: int = 0) -> SummaryMarks:
+    """Statistics behind the summary's marks (reports.compare: paired on per-example outcomes
+    where both models have them for the same examples, else unpaired). `reference` defaults to
+    the first model."""
+    from reports.compare import (cells_from_results, compare_aggregate, compare_cell,
+                                 mean_interval)
+    from reports.paired import holm
+
+    cells = cells_from_results(results)
+    columns = summary.attrs.get("cells", {})
+    models = list(summary.index)
+    reference = reference if reference is not None else (models[0] if models else "")
+    marks = SummaryMarks(reference=reference, alpha=alpha)
+
+    def test(column: str, a: str, b: str):
+        mine = {cells[k].slot: cells[k] for k in columns[column].get(a, []) if k in cells}
+        other = {cells[k].slot: cells[k] for k in columns[column].get(b, []) if k in cells}
+        pairs = [(mine[s], other[s]) for s in mine if s in other]
+        if not pairs:
+            return None
+        result = (compare_cell(*pairs[0]) if len(pairs) == 1 else
+                  compare_aggregate(pairs, column, {}, seed=seed))
+        marks.methods.add(result.method)
+        return result
+
+    for model in models:
+        if model == reference:
+            continue
+        found = {c: test(c, reference, model) for c in columns}
+        found = {c: t for c, t in found.items() if t is not None}
+        for column, p_adj in zip(found, holm([t.p_value for t in found.values()])):
+            marks.significant[(model, column)] = bool(p_adj < alpha)
+    for column, per_model in columns.items():
+        values = summary[column].dropna() if column in summary else pd.Series(dtype=float)
+        if len(values) < 2:
+            continue
+        top = values.idxmax()
+        tests = [test(column, other, top) for other in values.index if other != top]
+        if all(t is not None for t in tests):
+            adjusted = holm([t.p_value for t in tests])
+            if all(p < alpha and t.delta > 0 for p, t in zip(adjusted, tests)):
+                marks.best.add((top, column))
+        for model, keys in per_model.items():
+            if len(keys) > 1:
+                marks.intervals[(model, column)] = mean_interval(
+                    [cells[k] for k in keys if k in cells], seed=seed)[:2]
+    return marks
 
 
 def mean_corruption_error(cells: pd.DataFrame, reference: Dict[str, Sequence[float]]) -> float:
@@ -156,14 +230,47 @@ def format_percent(value: float, digits: int = 2) -> str:
     return "-" if value is None or pd.isna(value) else f"{100 * value:.{digits}f}"
 
 
-def formatted_summary(summary: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
-    """Strings for display: accuracies in %, mCE as a ratio."""
+def formatted_summary(summary: pd.DataFrame, digits: int = 2,
+                      marks: Optional[SummaryMarks] = None) -> pd.DataFrame:
+    """Strings for display: accuracies in %, mCE as a ratio. With `marks`: aggregate columns
+    carry their 95 % interval, a "*" flags a significant difference from the reference model,
+    and attrs["bold"] lists the (row, column) values significantly better than all others (the
+    exporters bold those and nothing else). attrs["notes"] explains the marks."""
     out = pd.DataFrame(index=summary.index)
+    bold = set()
     for column in summary.columns:
         if column == "mCE":
             out["mCE"] = [("-" if pd.isna(v) else f"{v:.3f}") for v in summary[column]]
-        else:
-            out[f"{column} (%)"] = [format_percent(v, digits) for v in summary[column]]
+            continue
+        label = f"{column} (%)"
+        texts = []
+        for model, value in summary[column].items():
+            text = format_percent(value, digits)
+            if marks is not None and text != "-":
+                interval = marks.intervals.get((model, column))
+                if interval is not None:
+                    text += f" [{100 * interval[0]:.{digits}f}, {100 * interval[1]:.{digits}f}]"
+                if marks.significant.get((model, column)):
+                    text += "*"
+                if (model, column) in marks.best:
+                    bold.add((model, label))
+            texts.append(text)
+        out[label] = texts
+    notes = dict(summary.attrs.get("notes", {}))
+    if marks is not None:
+        paired = any(m.startswith("paired") for m in marks.methods)
+        paired_note = "; paired on per-example outcomes where available" if paired else ""
+        notes["significance"] = (f"a * marks a value that differs from {marks.reference} "
+                                 f"(two-sided, Holm-adjusted p < {marks.alpha:g} over the "
+                                 f"columns{paired_note}); unmarked differences are within "
+                                 f"sampling noise")
+        if marks.intervals:
+            notes["intervals"] = ("[a, b] is the 95 % interval of a mean over cells: bootstrap "
+                                  "over examples, or Wilson at the mean n without per-example "
+                                  "outcomes")
+        notes["bold"] = ("a value significantly better than every other model's "
+                         "(Holm-adjusted); nothing is bold otherwise")
+    out.attrs["notes"], out.attrs["bold"] = notes, bold
     return out
 
 

@@ -327,14 +327,16 @@ def report(results, output: Optional[PathLike] = None, *, plots: Optional[PathLi
     reference = _mce_reference(mce_reference)
     build_pdf_report(results, output, corruption_reference=reference)
     written = [output]
-    summary = summary_table(results.frame, reference)
+    if markdown or latex:
+        from reports.tables import summary_marks
+
+        summary = summary_table(results.frame, reference)
+        shown = formatted_summary(summary, marks=summary_marks(results, summary))
     if markdown:
-        write_atomic(markdown, to_markdown(formatted_summary(summary),
-                                           summary.attrs.get("notes")))
+        write_atomic(markdown, to_markdown(shown, shown.attrs.get("notes")))
         written.append(Path(markdown))
     if latex:
-        write_atomic(latex, to_latex(formatted_summary(summary),
-                                     caption="Top-1 accuracy (%) per model.",
+        write_atomic(latex, to_latex(shown, caption="Top-1 accuracy (%) per model.",
                                      label="tab:robust-eval-summary"))
         written.append(Path(latex))
     if plots:

@@ -14,7 +14,7 @@ SUBCOMMAND_MODULES = [
     "train",        # robust-eval train
     "run",          # robust-eval run CONFIG
     "demo",         # robust-eval demo
-    "report",       # robust-eval report | baseline | check
+    "report",       # robust-eval report | baseline | check | compare
     "zoo",          # robust-eval zoo list|download
 ]
 

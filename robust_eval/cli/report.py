@@ -1,4 +1,5 @@
-"""`robust-eval report | baseline | check`: views of a results directory (reports/ does the work)."""
+"""`robust-eval report | baseline | check | compare`: views of result directories (reports/ does
+the work)."""
 from __future__ import annotations
 
 import argparse
@@ -38,19 +39,52 @@ def register(subparsers) -> None:
     baseline.set_defaults(func=run_baseline)
 
     check = subparsers.add_parser(
-        "check", help="compare a results directory to a baseline; exit 1 on regression",
-        description="Compare RESULTS_DIR to a baseline cell by cell (seeds ignored). A cell "
-                    "regresses when its new 95%% CI upper bound plus the tolerance lies below "
-                    "the baseline's 95%% CI lower bound; baseline cells missing or failed in the "
-                    "new run also fail. Exit 0 = pass, 1 = regression, 2 = bad input.")
+        "check", help="test a results directory against a baseline; exit 1 on regression",
+        description="Test RESULTS_DIR against a baseline, cell by cell and per aggregate "
+                    "(corruption mean, per severity, attack eps sweep), seeds ignored. A cell or "
+                    "aggregate REGRESSES when its drop is significantly larger than the "
+                    "tolerance: one-sided test of H0 delta >= -tolerance, paired on per-example "
+                    "outcomes when both sides have them for the same examples (else unpaired), "
+                    "Holm-adjusted over everything tested. Baseline cells missing or failed in "
+                    "the new run also fail; a changed checkpoint, arch, norm, mean/std, n or "
+                    "example set is a warning (a failure with --strict). Exit 0 = pass, "
+                    "1 = regression, 2 = unusable input.")
     check.add_argument("results", metavar="RESULTS_DIR")
     check.add_argument("--baseline", required=True, help="JSON written by `robust-eval baseline`")
     check.add_argument("--tolerance", type=float, default=0.0, metavar="PP",
-                       help="extra slack in percentage points (default 0)")
-    check.add_argument("--all", action="store_true", help="list every cell, not only failures")
+                       help="drops up to this many percentage points are allowed (default 0)")
+    check.add_argument("--alpha", type=float, default=0.05,
+                       help="significance level after Holm's adjustment (default 0.05)")
+    check.add_argument("--strict", action="store_true",
+                       help="fail when a cell's identity changed (checkpoint, arch, norm, "
+                            "mean/std, n, examples) instead of warning")
+    check.add_argument("--all", action="store_true", help="list every test, not only failures "
+                                                          "and the largest drops")
     check.add_argument("--json", metavar="FILE", default=None,
-                       help="also write the comparison table as JSON")
+                       help="also write the verdict and every test as JSON")
     check.set_defaults(func=run_check)
+
+    compare = subparsers.add_parser(
+        "compare", help="compare models against a reference, with paired statistics",
+        description="Compare every model in RESULTS_DIR(s) with --reference, per cell and per "
+                    "aggregate: delta in points, its 95 % interval, two-sided p and "
+                    "Holm-adjusted p over the tests of each model pair. Paired (McNemar / "
+                    "bootstrap over examples) when both have per-example outcomes of the same "
+                    "examples, else unpaired (said in the method column). A model name found "
+                    "in several folders is called FOLDER/MODEL.")
+    compare.add_argument("results", metavar="RESULTS_DIR", nargs="+")
+    compare.add_argument("--reference", required=True, metavar="MODEL",
+                         help="the model the others are compared with")
+    compare.add_argument("--alpha", type=float, default=0.05,
+                         help="significance level after Holm's adjustment (default 0.05)")
+    compare.add_argument("--json", metavar="FILE", default=None,
+                         help="also write one record per test as JSON")
+    compare.set_defaults(func=run_compare)
+
+
+def _error(error: Exception) -> CliError:
+    """One line, whatever the underlying message held."""
+    return CliError(" ".join(str(error.args[0] if error.args else error).split()))
 
 
 def _load(path: str):
@@ -59,7 +93,7 @@ def _load(path: str):
     try:
         return load_results(path)
     except (FileNotFoundError, ValueError) as error:
-        raise CliError(str(error)) from None
+        raise _error(error) from None
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -84,11 +118,12 @@ def run_baseline(args: argparse.Namespace) -> int:
     try:
         baseline = freeze_baseline(results)
     except ValueError as error:
-        raise CliError(str(error)) from None
+        raise _error(error) from None
     write_atomic(args.output, json.dumps(baseline, indent=1, allow_nan=False) + "\n")
     skipped = len(baseline["failed_cells"])
-    print(f"wrote {args.output}: {len(baseline['cells'])} cells"
-          + (f" ({skipped} failed cell(s) left out)" if skipped else ""))
+    paired = sum(c["outcomes"] is not None for c in baseline["cells"])
+    print(f"wrote {args.output}: {len(baseline['cells'])} cells, {paired} with per-example "
+          f"outcomes" + (f" ({skipped} failed cell(s) left out)" if skipped else ""))
     return 0
 
 
@@ -96,15 +131,44 @@ def run_check(args: argparse.Namespace) -> int:
     from reports import check_against_baseline, format_check, read_baseline
     from reports.results import write_atomic
 
-    if args.tolerance < 0:
-        raise CliError(f"--tolerance must be >= 0 percentage points, got {args.tolerance}")
-    results = _load(args.results)
+    if not args.tolerance >= 0 or args.tolerance >= 100:
+        raise CliError(f"--tolerance must be in [0, 100) percentage points, got {args.tolerance}")
+    if not 0 < args.alpha < 1:
+        raise CliError(f"--alpha must lie in (0, 1), got {args.alpha}")
     try:
         baseline = read_baseline(args.baseline)
     except (FileNotFoundError, ValueError) as error:
-        raise CliError(str(error)) from None
-    result = check_against_baseline(results, baseline, args.tolerance)
+        raise _error(error) from None
+    results = _load(args.results)
+    try:
+        result = check_against_baseline(results, baseline, args.tolerance, args.alpha,
+                                        args.strict)
+    except ValueError as error:
+        raise _error(error) from None
     print(format_check(result, show_all=args.all), end="")
+    for note in results.notes:
+        print(f"note: {note}", file=sys.stderr)
     if args.json:
-        write_atomic(args.json, result.table.to_json(orient="records", indent=1))
+        write_atomic(args.json, json.dumps(result.to_json(), indent=1, allow_nan=False))
     return 1 if result.failed else 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from reports.compare import compare_models, folder_names, format_comparison, merge_results
+    from reports.results import write_atomic
+
+    if not 0 < args.alpha < 1:
+        raise CliError(f"--alpha must lie in (0, 1), got {args.alpha}")
+    sets = [_load(path) for path in args.results]
+    results = sets[0] if len(sets) == 1 else merge_results(sets, folder_names(args.results))
+    try:
+        table = compare_models(results, args.reference, args.alpha)
+    except ValueError as error:
+        raise _error(error) from None
+    print(format_comparison(table, args.alpha), end="")
+    for note in results.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.json:
+        records = table.astype(object).where(table.notna(), None).to_dict("records")
+        write_atomic(args.json, json.dumps(records, indent=1, allow_nan=False))
+    return 0

@@ -73,3 +73,36 @@ def results_dir(tmp_path, full_frame):
                            "code_version": "0.1.0+abc1234", "date": "2026-11-27T12:00:00+00:00"}}
     (out / "run.json").write_text(json.dumps(run))
     return out
+
+
+def outcome_results(cells, fingerprint="clean-set-0", source="test"):
+    """A ResultSet with per-example outcomes: cells = [(row fields, 0/1 vector)], one row each,
+    as `robust-eval run` would store them (cell_key, fingerprint, outcomes frame)."""
+    import pandas as pd
+
+    from reports.results import ResultSet, normalize_frame
+
+    rows, parts = [], []
+    for i, (fields, correct) in enumerate(cells):
+        correct = np.asarray(correct, dtype=bool)
+        key = f"{source}-{i}"
+        rows.append(make_row(correct=int(correct.sum()), n=len(correct), cell_key=key,
+                             fingerprint=fingerprint, **fields))
+        parts.append(pd.DataFrame({"cell_key": key, "metric": fields.get("metric") or "",
+                                   "index": np.arange(len(correct)), "correct": correct}))
+    return ResultSet(normalize_frame(to_frame(rows)), source=source,
+                     outcomes=pd.concat(parts, ignore_index=True))
+
+
+def flip(correct, k, seed=0, to=False):
+    """A copy of a 0/1 vector with k examples that were right (to=False) turned wrong."""
+    out = np.asarray(correct, dtype=bool).copy()
+    candidates = np.flatnonzero(out != to)
+    out[np.random.default_rng(seed).choice(candidates, size=k, replace=False)] = to
+    return out
+
+
+@pytest.fixture
+def outcomes():
+    """The helpers above, for test modules (importlib mode cannot import conftest)."""
+    return outcome_results, flip

@@ -213,6 +213,19 @@ def test_holm_known_values(p, expected):
     assert holm(p).tolist() == pytest.approx(expected, abs=1e-12)
 
 
+def test_weighted_holm():
+    p = [0.004, 0.02, 0.03]
+    # ratios p/w = 0.008, 0.08, 0.12; weight left 1, 0.5, 0.25 -> 0.008, 0.04, 0.03 -> monotone
+    assert holm(p, [0.5, 0.25, 0.25]).tolist() == pytest.approx([0.008, 0.04, 0.04])
+    assert holm(p).tolist() == pytest.approx([0.012, 0.04, 0.04])
+    assert holm(p, [2, 2, 2]).tolist() == pytest.approx(holm(p).tolist())
+    # NaN is left out and its weight with it: 0.9 / 0.1 -> 0.01 / 0.9, then max(., 0.04 * 1)
+    adjusted = holm([0.01, math.nan, 0.04], [9, 5, 1])
+    assert adjusted.tolist()[::2] == pytest.approx([0.01 / 0.9, 0.04])
+    with pytest.raises(ValueError, match="weights"):
+        holm(p, [1, 0, 1])
+
+
 def test_holm_nan_passes_through_and_order_is_kept():
     adjusted = holm([0.01, math.nan, 0.04, 0.02])
     assert math.isnan(adjusted[1])

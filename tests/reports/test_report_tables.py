@@ -1,6 +1,7 @@
 """Summary / detail tables and their Markdown and LaTeX exports."""
 import math
 
+import numpy as np
 import pytest
 
 from reports import (cell_means, detail_tables, formatted_summary, spectral_rows, summary_table,
@@ -89,9 +90,45 @@ def test_markdown_and_latex_exports(full_frame):
     assert "- **clean**:" in markdown
     latex = to_latex(shown, caption="Top-1 (%)", label="tab:x")
     assert r"resnet18\_convnorm" in latex and r"clean (\%)" in latex
-    best_clean = max(shown["clean (%)"], key=float)
-    assert r"\textbf{" + best_clean + "}" in latex
+    assert r"\textbf" not in latex and "**" not in markdown.split("\n\n")[0]  # no claims
     assert latex.count(r"\\") == 3  # header + two models
+
+
+def test_marks_claim_only_significant_differences(outcomes):
+    from reports.tables import summary_marks
+
+    make, flip = outcomes
+    rng = np.random.default_rng(0)
+    clean = rng.random(1000) < 0.9
+    corr = {c: rng.random(1000) < 0.7 for c in ("fog", "snow", "frost")}
+
+    def model(name, lost, gained=0):
+        cells = [({"model": name, "benchmark": "clean"}, clean)]
+        return cells + [({"model": name, "benchmark": "corruption", "corruption": c,
+                          "severity": 3}, flip(flip(v, lost, seed=i), gained, 9 + i, to=True))
+                        for i, (c, v) in enumerate(corr.items())]
+
+    results = make(model("a", 0) + model("b", 50) + model("c", 12, 10))
+    summary = summary_table(results.frame)
+    marks = summary_marks(results, summary)
+    assert marks.reference == "a"
+    assert marks.significant == {("b", "clean"): False, ("b", "corruption"): True,
+                                 ("c", "clean"): False, ("c", "corruption"): False}
+    assert marks.best == set()  # a is not significantly better than c
+    shown = formatted_summary(summary, marks=marks)
+    low, high = marks.intervals[("b", "corruption")]
+    assert low < summary.loc["b", "corruption"] < high and ("b", "clean") not in marks.intervals
+    assert shown.loc["b", "corruption (%)"] == (f"{100 * summary.loc['b', 'corruption']:.2f} "
+                                                f"[{100 * low:.2f}, {100 * high:.2f}]*")
+    assert not shown.loc["c", "corruption (%)"].endswith("*")
+    assert "**" not in to_markdown(shown).split("\n\n")[0]
+    two = make(model("a", 0) + model("b", 50))
+    marks = summary_marks(two, summary_table(two.frame))
+    assert marks.best == {("a", "corruption")}
+    shown = formatted_summary(summary_table(two.frame), marks=marks)
+    assert r"\textbf{" + shown.loc["a", "corruption (%)"] + "}" in to_latex(shown)
+    assert "differs from a (two-sided, Holm-adjusted p < 0.05 over the columns; paired" in \
+        to_markdown(shown, shown.attrs["notes"])
 
 
 def test_eps_label():
