@@ -137,16 +137,22 @@ def _run(raw, out, progress, replace, executor, workers) -> Results:
     config = parse_config(raw, source="")
     quiet = None if progress else (lambda line: None)
     with tempfile.TemporaryDirectory(prefix="robust-eval-") as scratch:
-        summary = run_job(config, Path(out) if out is not None else Path(scratch),
-                          executor=executor, workers=workers, progress=progress, echo=quiet,
-                          accumulate=True, replace_models=replace)
-    keys = {cell.key for cell in summary.cells}
-    frame = summary.frame[summary.frame["cell_key"].isin(keys)].reset_index(drop=True)
+        folder = Path(out) if out is not None else Path(scratch)
+        summary = run_job(config, folder, executor=executor, workers=workers,
+                          progress=progress, echo=quiet, accumulate=True, replace_models=replace)
+        from reports.outcomes import outcomes_frame
+        from robust_eval.jobs.store import ResultStore
+
+        keys = [cell.key for cell in summary.cells]
+        outcomes = outcomes_frame(ResultStore(folder).outcomes(keys))
+    frame = summary.frame[summary.frame["cell_key"].isin(set(keys))].reset_index(drop=True)
     if summary.failed:
         first = frame.loc[frame["status"] != "ok", "error"]
         warnings.warn(f"{len(summary.failed)} of {len(keys)} cells failed (status 'failed' in "
                       f"the result), e.g. {first.iloc[0] if len(first) else '?'}", stacklevel=3)
-    return Results(frame)
+    result = Results(frame)
+    result.attrs["outcomes"] = outcomes  # per-example outcomes, so compare() can pair
+    return result
 
 
 def _file_model(model: PathLike, checkpoint: Optional[PathLike],
@@ -229,65 +235,38 @@ def _cli_defaults() -> argparse.Namespace:
 
 
 # ----------------------------------------------------------------------------- compare, report
-def _result_frames(results) -> List[pd.DataFrame]:
+def _result_sets(results) -> List[Any]:
+    """ResultSets (with their per-example outcomes) from folders, tables, ResultSets or the
+    frames `evaluate` returns."""
     from reports import ResultSet, load_results, normalize_frame
 
-    frames = []
+    sets = []
     for item in results:
         if isinstance(item, ResultSet):
-            frames.append(item.frame.copy())
+            sets.append(item)
         elif isinstance(item, pd.DataFrame):
-            frames.append(normalize_frame(pd.DataFrame(item)))
+            sets.append(ResultSet(frame=normalize_frame(pd.DataFrame(item)), source="<frame>",
+                                  outcomes=item.attrs.get("outcomes")))
         else:
-            frames.append(load_results(item).frame.copy())
-    return frames
+            sets.append(load_results(item))
+    return sets
 
 
-def compare(*results, reference: Optional[str] = None) -> pd.DataFrame:
-    """Per-cell accuracy differences of every model against `reference` (default: the first
-    model). `results`: frames from `evaluate`, result folders or tables; a model name found in
-    several of them becomes 'name (i)', i counting the results from 1.
+def compare(*results, reference: Optional[str] = None, alpha: float = 0.05) -> pd.DataFrame:
+    """`robust-eval compare` as a call: every model against `reference` (default: the first
+    model), per cell and per aggregate (delta in points), paired on the examples both saw (McNemar and a paired
+    interval per cell, a paired bootstrap per aggregate; the `method` column says when a side
+    has no outcomes and the test is unpaired), Holm-adjusted. `results`: frames from
+    `evaluate`, result folders or tables; a model name found in several of them becomes
+    'i/name', i counting the results from 1."""
+    from reports.compare import compare_models, merge_results, model_order
 
-    Paired tests (McNemar) need per-example outcomes, which results do not store yet, so each
-    cell gets the unpaired interval and test of reports.paired.unpaired_difference; the
-    `method` column says so. p_holm: Holm-adjusted over all rows."""
-    from reports.paired import holm, unpaired_difference
-    from reports.regression import cell_key
-    from reports.results import CELL_KEY_COLUMNS
-    from reports.tables import cell_means, model_order
-
-    frames = _result_frames(results)
-    seen: Dict[str, int] = {}
-    for frame in frames:
-        for name in set(frame["model"].astype(str)):
-            seen[name] = seen.get(name, 0) + 1
-    for i, frame in enumerate(frames, 1):
-        frame["model"] = [f"{m} ({i})" if seen[str(m)] > 1 else str(m) for m in frame["model"]]
-    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    models = model_order(frame) if not frame.empty else []
+    sets = _result_sets(results)
+    merged = merge_results(sets, [str(i) for i in range(1, len(sets) + 1)])
+    models = model_order(merged)
     if len(models) < 2:
         raise ValueError(f"compare needs results of two or more models, got {models}")
-    reference = models[0] if reference is None else reference
-    if reference not in models:
-        raise ValueError(f"reference={reference!r} is not among the models {models}")
-    cells = {(r["model"], cell_key(r)[1:]): r for r in cell_means(frame).to_dict("records")}
-    rows = []
-    for (model, key), b in cells.items():
-        a = cells.get((reference, key))
-        if model == reference or a is None:
-            continue
-        c = unpaired_difference(a["correct"], a["n"], b["correct"], b["n"])
-        rows.append({"model": model, "reference": reference,
-                     **{k: b[k] for k in CELL_KEY_COLUMNS if k != "model"},
-                     "accuracy": b["accuracy"], "reference_accuracy": a["accuracy"],
-                     "delta": c.delta, "ci_low": c.low, "ci_high": c.high,
-                     "p_value": c.p_value, "method": f"unpaired ({c.method}; per-example "
-                                                     f"outcomes not stored)"})
-    out = pd.DataFrame(rows)
-    if out.empty:
-        return out
-    out.insert(out.columns.get_loc("method"), "p_holm", holm(out["p_value"].to_numpy()))
-    return out.dropna(axis=1, how="all")
+    return compare_models(merged, reference or models[0], alpha=alpha)
 
 
 MCE_REFERENCES = ("alexnet",)

@@ -194,23 +194,31 @@ def test_summary_is_a_compact_pivot():
     assert isinstance(result[result["benchmark"] == "clean"], robust_eval.api.Results)
 
 
-def test_compare_gives_unpaired_per_cell_deltas(tmp_path):
-    from reports.paired import unpaired_difference
+def test_compare_pairs_the_examples_both_models_saw(tmp_path):
+    from reports.paired import mcnemar, unpaired_difference
 
     a = robust_eval.evaluate(tiny_net(0), "digits", limit=60, progress=False, out=tmp_path)
     b = robust_eval.evaluate(tiny_net(1), "digits", limit=60, progress=False)
     table = robust_eval.compare(a, b)
-    assert len(table) == 1
-    row = table.iloc[0]
-    assert (row["model"], row["reference"], row["benchmark"]) == ("Net (2)", "Net (1)", "clean")
+    cells = table[table["scope"] == "cell"]
+    assert len(cells) == 1
+    row = cells.iloc[0]
+    assert (row["model"], row["reference"], row["benchmark"]) == ("2/Net", "1/Net", "clean")
+    assert row["delta"] == pytest.approx(100 * (b.loc[0, "accuracy"] - a.loc[0, "accuracy"]))
+    assert row["method"].startswith("paired")
+    right_a = a.attrs["outcomes"]["correct"].to_numpy()
+    right_b = b.attrs["outcomes"]["correct"].to_numpy()
+    assert row["p_value"] == pytest.approx(mcnemar(right_a, right_b).p_value)
+    flipped = robust_eval.compare(tmp_path, b, reference="2/Net")  # a folder works too
+    assert flipped[flipped["scope"] == "cell"].iloc[0]["delta"] == pytest.approx(-row["delta"])
+    bare = b.copy()
+    bare.attrs = {}  # no outcomes: the unpaired fallback, and it says so
+    unpaired = robust_eval.compare(a, bare)
+    row = unpaired[unpaired["scope"] == "cell"].iloc[0]
+    assert row["method"].startswith("unpaired")
     expected = unpaired_difference(a.loc[0, "correct"], 60, b.loc[0, "correct"], 60)
-    assert row["delta"] == pytest.approx(b.loc[0, "accuracy"] - a.loc[0, "accuracy"])
-    assert (row["ci_low"], row["ci_high"], row["p_value"]) == pytest.approx(
-        (expected.low, expected.high, expected.p_value))
-    assert row["method"].startswith("unpaired") and "not stored" in row["method"]
-    flipped = robust_eval.compare(tmp_path, b, reference="Net (2)")  # a folder works too
-    assert flipped.iloc[0]["delta"] == pytest.approx(-row["delta"])
-    with pytest.raises(ValueError, match="reference='x' is not among"):
+    assert row["p_value"] == pytest.approx(expected.p_value)
+    with pytest.raises(ValueError, match="reference model 'x' is not in"):
         robust_eval.compare(a, b, reference="x")
 
 
