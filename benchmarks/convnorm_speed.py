@@ -31,7 +31,7 @@ def layer_for(variant: str, cin: int, cout: int, stride: int) -> nn.Module:
 
 
 def model_for(variant: str) -> nn.Module:
-    """CIFAR ResNet-18 from engineer B's registry when present, else a small own stack."""
+    """CIFAR ResNet-18 from the model registry when present, else a small own stack."""
     norm = "bn" if variant == "bn" else "convnorm"
     try:
         from robust_eval.models import create_model
