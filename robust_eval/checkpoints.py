@@ -424,7 +424,9 @@ def load_robustbench(name: str, model_dir: PathLike, dataset: str = "cifar10",
     into our wrn28_10 (same layout); other zoo entries into robustbench's own architecture.
     Zoo models take [0,1] inputs, so the wrapper's mean/std are 0/1.
     """
-    import robust_eval  # noqa: F401  (autoattack alias so robustbench imports)
+    from robust_eval._compat import install_autoattack_alias
+
+    install_autoattack_alias()  # before robustbench imports `autoattack`
     from robustbench.model_zoo import model_dicts
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
 

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List
 
-from robust_eval.cli import CliError
+from robust_eval.cli import CliError, command_help
 from robust_eval.cli import positive_int as _positive_int
 
 
@@ -20,7 +20,7 @@ def register(subparsers) -> None:
 
     names = cli_names()
     p = subparsers.add_parser(
-        "evaluate", help="evaluate a checkpoint on clean/corrupted/adversarial data",
+        "evaluate", help=command_help("evaluate"),
         description="Evaluate a checkpoint. Flags left out are filled from the checkpoint's "
                     "own metadata (robust-eval format) or inferred from its keys. Exit code 0: "
                     "every cell ok; 1: some cell failed; 2: bad arguments.")

@@ -6,12 +6,12 @@ import json
 import sys
 from pathlib import Path
 
-from robust_eval.cli import CliError
+from robust_eval.cli import CliError, command_help
 
 
 def register(subparsers) -> None:
     report = subparsers.add_parser(
-        "report", help="PDF report (and optional plots/tables) of a results directory",
+        "report", help=command_help("report"),
         description="Write a PDF report of RESULTS_DIR: title page with config, models and "
                     "environment, summary table, plots, detailed tables, failed cells.")
     report.add_argument("results", metavar="RESULTS_DIR",
@@ -31,14 +31,14 @@ def register(subparsers) -> None:
     report.set_defaults(func=run_report)
 
     baseline = subparsers.add_parser(
-        "baseline", help="freeze a results directory as a regression baseline (JSON)",
+        "baseline", help=command_help("baseline"),
         description="Freeze RESULTS_DIR as a baseline for `robust-eval check`.")
     baseline.add_argument("results", metavar="RESULTS_DIR")
     baseline.add_argument("-o", "--output", required=True, help="baseline JSON to write")
     baseline.set_defaults(func=run_baseline)
 
     check = subparsers.add_parser(
-        "check", help="compare a results directory to a baseline; exit 1 on regression",
+        "check", help=command_help("check"),
         description="Compare RESULTS_DIR to a baseline cell by cell (seeds ignored). A cell "
                     "regresses when its new 95%% CI upper bound plus the tolerance lies below "
                     "the baseline's 95%% CI lower bound; baseline cells missing or failed in the "

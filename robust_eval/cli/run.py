@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from robust_eval.cli import command_help
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "run", help="run a job config (models x datasets x benchmarks)",
+        "run", help=command_help("run"),
         description="Expand CONFIG into a grid of cells, skip the cells already in the output "
                     "folder, run the rest and write results.csv/.parquet, tables/ and run.json. "
                     "Exit code 0: every cell ok; 1: some cell failed (see results.csv status "
