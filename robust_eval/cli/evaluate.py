@@ -50,6 +50,9 @@ def register(subparsers) -> None:
                         f"{', '.join(names)}")
     g.add_argument("--batch-size", type=_positive_int, default=256)
     g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    g.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="fp32 (default), or bf16: the model runs under bf16 autocast (attacks: "
+                        "their gradient steps); faster on a GPU or a CPU with AVX-512 BF16/AMX")
     g.add_argument("--out", help="result folder: cells/, results.csv/.parquet, run.json "
                                  "(resumable; several models may share it)")
     g.add_argument("--replace", action="store_true",
@@ -149,7 +152,7 @@ def job_from_args(args) -> Dict:
         raise CliError(str(error)) from None
     return {"name": model["name"], "models": [model], "datasets": [dataset],
             "benchmarks": benchmarks, "device": str(args.device),
-            "batch_size": args.batch_size}
+            "batch_size": args.batch_size, "precision": args.precision}
 
 
 def run(args) -> int:

@@ -46,8 +46,10 @@ def label_noise_rows(*, arch: str, norm: str = "bn", noise_type: str = "symmetri
                      train_data=None, test_data=None, test_limit: Optional[int] = None,
                      num_classes: Optional[int] = None, mean=None, std=None,
                      device: Union[str, torch.device] = "cpu", batch_size: int = 512,
-                     model_name: Optional[str] = None, progress=None) -> List[Dict[str, Any]]:
-    """Train-or-reuse, then two schema rows (best-validation epoch, last epoch)."""
+                     model_name: Optional[str] = None, progress=None,
+                     precision: str = "fp32") -> List[Dict[str, Any]]:
+    """Train-or-reuse, then two schema rows (best-validation epoch, last epoch). Training
+    follows the recipe (fp32 unless it says amp); `precision` is that of the test pass."""
     from robust_eval.checkpoints import file_sha256, load_checkpoint
     from robust_eval.data import load_split
     from robust_eval.schema import device_name, make_row
@@ -62,11 +64,13 @@ def label_noise_rows(*, arch: str, norm: str = "bn", noise_type: str = "symmetri
         raise ValueError("the label_noise benchmark needs a validation split (val_fraction > 0) "
                          "to pick the best-validation epoch")
     started = time.perf_counter()
-    result = train_model(cache_dir=cache_dir, arch=arch, norm=norm, dataset=dataset,
-                         data_root=data_root, train_data=train_data, recipe=train_recipe,
-                         seed=seed, num_classes=num_classes, device=device,
-                         noise_type=noise_type, noise_rate=noise_rate, progress=progress,
-                         **options)
+    # a bf16 cell trains as the recipe says (the cached run is shared with fp32 cells)
+    with torch.autocast(torch.device(device).type, enabled=False):
+        result = train_model(cache_dir=cache_dir, arch=arch, norm=norm, dataset=dataset,
+                             data_root=data_root, train_data=train_data, recipe=train_recipe,
+                             seed=seed, num_classes=num_classes, device=device,
+                             noise_type=noise_type, noise_rate=noise_rate, progress=progress,
+                             **options)
     train_seconds = time.perf_counter() - started
     if not result.complete:  # pragma: no cover - train_model runs to the end without stop_after
         raise RuntimeError(f"training in {result.out_dir} did not finish")
@@ -82,7 +86,8 @@ def label_noise_rows(*, arch: str, norm: str = "bn", noise_type: str = "symmetri
         t0 = time.perf_counter()
         model = load_checkpoint(paths[metric], device=device)
         correct, _ = evaluate_accuracy(model, test_data.images, test_data.labels, device,
-                                       batch_size=batch_size)
+                                       batch_size=batch_size,
+                                       amp="bf16" if precision == "bf16" else "none")
         epoch = epochs[metric]
         record = result.history[epoch - 1]
         params = {
@@ -233,7 +238,7 @@ class LabelNoise(Benchmark):
             cache_dir=cell["extra"]["label_noise_cache"], recipe=p["recipe"],
             test_data=ctx.data(), num_classes=spec.get("num_classes"), mean=spec.get("mean"),
             std=spec.get("std"), device=ctx.device, batch_size=ctx.batch_size,
-            model_name=cell["model"])
+            model_name=cell["model"], precision=ctx.precision)
         measurements = []
         for row in rows:
             details = json.loads(row["params"])

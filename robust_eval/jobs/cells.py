@@ -132,7 +132,7 @@ def cell_rows(cell: Dict[str, Any], measurements: List[Dict[str, Any]], *, secon
         "arch": meta.get("arch") or spec.get("arch"), "norm": meta.get("norm") or spec.get("norm"),
         "dataset": cell["dataset"], "benchmark": cell["benchmark"], "seed": cell["seed"],
         "device": _device_label(device), "code_version": cell["extra"].get("code_version"),
-        "cell_key": cell["key"],
+        "cell_key": cell["key"], "precision": cell.get("precision", "fp32"),
         "mean": _stats_text(meta.get("mean") or spec.get("mean")),
         "std": _stats_text(meta.get("std") or spec.get("std")),
     }
@@ -170,7 +170,8 @@ def execute_cell(cell: Dict[str, Any], device: str, cache: Optional[WorkerCache]
         model = ctx.model()
         ctx.data()
         started = time.perf_counter()  # model and data loads are shared between cells
-        measurements = benchmark.run(cell, ctx)
+        with ctx.autocast():
+            measurements = benchmark.run(cell, ctx)
         seconds = time.perf_counter() - started
         if not measurements:
             raise RuntimeError(f"benchmark {cell['benchmark']!r} measured nothing")
