@@ -98,7 +98,8 @@ class WorkerCache:
 
 
 def load_model(spec: Dict[str, Any], device: str) -> nn.Module:
-    """A model from its spec: a checkpoint file or a RobustBench zoo file (never downloads)."""
+    """A model from its spec, a checkpoint file or a RobustBench zoo file (never downloads), in
+    eval mode and in channels_last where that pays (`channels_last_pays`)."""
     from robust_eval.checkpoints import load_checkpoint, load_robustbench
 
     if spec.get("robustbench"):
@@ -113,7 +114,19 @@ def load_model(spec: Dict[str, Any], device: str) -> nn.Module:
         model = load_checkpoint(path, arch=spec.get("arch"), norm=spec.get("norm"),
                                 num_classes=spec.get("num_classes"), mean=spec.get("mean"),
                                 std=spec.get("std"), device=device)
+    if channels_last_pays(model):
+        model = model.to(memory_format=torch.channels_last)
     return model.eval()
+
+
+def channels_last_pays(model: nn.Module) -> bool:
+    """True when every module with a 4-D weight is a plain nn.Conv2d. Measured (CPU, batch 250,
+    docs/performance.md): forward 1.2-1.4x faster for ResNet-20/56 and tiny_cnn with BN, the
+    same fp32 predictions; ConvNorm (FFT layers) gains nothing, so it stays contiguous, as do
+    the untimed SN/ONI/OCNN convs."""
+    convs = [m for m in model.modules()
+             if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.dim() == 4]
+    return bool(convs) and all(type(m) is nn.Conv2d for m in convs)
 
 
 _CACHE = WorkerCache()
