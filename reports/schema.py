@@ -26,9 +26,10 @@ COLUMNS: List[str] = [
 # param_set: which severity table made a corruption (cifar10, imagenet, or published:<folder>);
 # params: every parameter of the cell, always a JSON object; mean/std: the input normalisation
 # the model applied ("0.485,0.456,0.406"); fingerprint: a hash of the clean examples (pixels,
-# labels, order) the row was measured on: equal fingerprints mean outcomes pair up by example.
+# labels, order) the row was measured on: equal fingerprints mean outcomes pair up by example;
+# precision: fp32 or bf16 (the model ran under bf16 autocast).
 OPTIONAL_COLUMNS: List[str] = ["status", "error", "warnings", "metric", "value", "param_set",
-                               "params", "mean", "std", "fingerprint", "cell_key"]
+                               "params", "mean", "std", "fingerprint", "cell_key", "precision"]
 INTEGER_COLUMNS = ("severity", "steps", "restarts", "seed", "n", "correct")
 FLOAT_COLUMNS = ("eps", "noise_rate", "accuracy", "ci_low", "ci_high", "seconds", "value")
 STATUSES = ("ok", "failed")

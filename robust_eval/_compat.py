@@ -1,7 +1,8 @@
 """Make robustbench 1.1.1 importable without the user touching anything.
 
 robustbench imports `autoattack`, but its dependency installs as `pyautoattack`; alias the
-modules robustbench touches before it is imported (ecosystem.md).
+modules robustbench touches before it is imported (ecosystem.md). Called where robustbench is
+used, never at `import robust_eval` (pyautoattack imports torch and more: ~1.5 s).
 """
 import importlib
 import sys
@@ -27,6 +28,3 @@ def install_autoattack_alias() -> bool:
         except ImportError:
             continue
     return True
-
-
-install_autoattack_alias()

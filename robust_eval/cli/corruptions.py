@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import List
 
-from robust_eval.cli import CliError
+from robust_eval.cli import CliError, command_help
 from robust_eval.cli import parse_device as _device
 from robust_eval.cli import positive_int as _positive_int
 
@@ -22,7 +22,7 @@ GENERATION_FILE = "generation.json"  # corruptions.datasets.GENERATION_FILE, wit
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("corruptions", help="generate or download corrupted test sets",
+    p = subparsers.add_parser("corruptions", help=command_help("corruptions"),
                               description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="corruptions_command", metavar="ACTION")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])

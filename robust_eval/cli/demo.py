@@ -6,10 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from robust_eval.cli import command_help
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "demo", help="offline demo: train tiny BN/ConvNorm models on digits and benchmark them",
+        "demo", help=command_help("demo"),
         description="Train two tiny CNNs (BatchNorm, ConvNorm) on scikit-learn's digits (cached "
                     "for the next run), run clean, 15 corruptions x 5 severities, FGSM/PGD eps "
                     "sweeps and label-noise training, then write results, plots and a PDF "

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List
 
-from robust_eval.cli import CliError
+from robust_eval.cli import CliError, command_help
 from robust_eval.cli import positive_int as _positive_int
 
 
@@ -20,7 +20,7 @@ def register(subparsers) -> None:
 
     names = cli_names()
     p = subparsers.add_parser(
-        "evaluate", help="evaluate a checkpoint on clean/corrupted/adversarial data",
+        "evaluate", help=command_help("evaluate"),
         description="Evaluate a checkpoint. Flags left out are filled from the checkpoint's "
                     "own metadata (robust-eval format) or inferred from its keys. Exit code 0: "
                     "every cell ok; 1: some cell failed; 2: bad arguments.")
@@ -51,6 +51,9 @@ def register(subparsers) -> None:
                         f"{', '.join(names)}")
     g.add_argument("--batch-size", type=_positive_int, default=256)
     g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    g.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="fp32 (default), or bf16: the model runs under bf16 autocast (attacks: "
+                        "their gradient steps); faster on a GPU or a CPU with AVX-512 BF16/AMX")
     g.add_argument("--out", help="result folder: cells/, results.csv/.parquet, run.json "
                                  "(resumable; several models may share it)")
     g.add_argument("--replace", action="store_true",
@@ -159,7 +162,7 @@ def job_from_args(args) -> Dict:
             raise CliError(f"--{flag} applies to none of the requested attacks ({names})")
     return {"name": model["name"], "models": [model], "datasets": [dataset],
             "benchmarks": benchmarks, "device": str(args.device),
-            "batch_size": args.batch_size}
+            "batch_size": args.batch_size, "precision": args.precision}
 
 
 def run(args) -> int:

@@ -7,12 +7,12 @@ import json
 import sys
 from pathlib import Path
 
-from robust_eval.cli import CliError
+from robust_eval.cli import CliError, command_help
 
 
 def register(subparsers) -> None:
     report = subparsers.add_parser(
-        "report", help="PDF report (and optional plots/tables) of a results directory",
+        "report", help=command_help("report"),
         description="Write a PDF report of RESULTS_DIR: title page with config, models and "
                     "environment, summary table, plots, detailed tables, failed cells.")
     report.add_argument("results", metavar="RESULTS_DIR",
@@ -32,14 +32,14 @@ def register(subparsers) -> None:
     report.set_defaults(func=run_report)
 
     baseline = subparsers.add_parser(
-        "baseline", help="freeze a results directory as a regression baseline (JSON)",
+        "baseline", help=command_help("baseline"),
         description="Freeze RESULTS_DIR as a baseline for `robust-eval check`.")
     baseline.add_argument("results", metavar="RESULTS_DIR")
     baseline.add_argument("-o", "--output", required=True, help="baseline JSON to write")
     baseline.set_defaults(func=run_baseline)
 
     check = subparsers.add_parser(
-        "check", help="test a results directory against a baseline; exit 1 on regression",
+        "check", help=command_help("check"),
         description="Test RESULTS_DIR against a baseline, cell by cell and per aggregate "
                     "(corruption mean, per severity, attack eps sweep), seeds ignored. A cell or "
                     "aggregate REGRESSES when its drop is significantly larger than the "
@@ -65,7 +65,7 @@ def register(subparsers) -> None:
     check.set_defaults(func=run_check)
 
     compare = subparsers.add_parser(
-        "compare", help="compare models against a reference, with paired statistics",
+        "compare", help=command_help("compare"),
         description="Compare every model in RESULTS_DIR(s) with --reference, per cell and per "
                     "aggregate: delta in points, its 95 % interval, two-sided p and "
                     "Holm-adjusted p over the tests of each model pair. Paired (McNemar / "

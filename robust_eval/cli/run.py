@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from robust_eval.cli import command_help
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "run", help="run a job config (models x datasets x benchmarks)",
+        "run", help=command_help("run"),
         description="Expand CONFIG into a grid of cells, skip the cells already in the output "
                     "folder, run the rest and write results.csv/.parquet, tables/ and run.json. "
                     "Exit code 0: every cell ok; 1: some cell failed (see results.csv status "
@@ -33,6 +35,10 @@ def add_run_arguments(parser: argparse.ArgumentParser, default_out: str = None) 
                              "(default: $RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--ray-num-cpus", type=int, default=None,
                         help="CPUs of a local Ray (ignored with --ray-address)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                        help="fp32, or bf16 (the model runs under bf16 autocast; needs a GPU or "
+                             "a CPU with AVX-512 BF16/AMX to be faster) (default: the config's "
+                             "precision, else fp32)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -46,7 +52,7 @@ def execute(config, out, args) -> "object":
         return run_job(config, out, executor=args.executor, dry_run=args.dry_run,
                        progress=not args.no_progress, workers=args.workers,
                        device=args.device, ray_address=args.ray_address,
-                       ray_num_cpus=args.ray_num_cpus)
+                       ray_num_cpus=args.ray_num_cpus, precision=args.precision)
     except ConfigError as error:
         raise CliError(str(error)) from None
 

@@ -5,6 +5,8 @@ import argparse
 import json
 import sys
 
+from robust_eval.cli import command_help
+
 
 def _milestones(text: str):
     try:
@@ -18,8 +20,7 @@ def register(subparsers) -> None:
     from robust_eval.train.recipes import AMP_CHOICES, RECIPES, VAL_LABEL_CHOICES
 
     p = subparsers.add_parser(
-        "train", help="train a model with a recipe (standard, label_noise, data_scarcity, "
-                      "free_adv)",
+        "train", help=command_help("train"),
         description="Train ARCH with NORM by a recipe; writes spec.json, state.pt, "
                     "last.safetensors and best.safetensors into --out. Rerunning the same "
                     "command resumes from the last finished epoch and ends with the same weights "

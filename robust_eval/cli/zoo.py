@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import argparse
 
+from robust_eval.cli import command_help
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "zoo", help="list or download RobustBench zoo models",
+        "zoo", help=command_help("zoo"),
         description="RobustBench's model zoo, from the model list robustbench ships. `download "
                     "NAME` fetches NAME's file into MODEL_DIR/DATASET/THREAT/NAME.pt, where "
                     "`robust-eval evaluate --robustbench NAME` reads it; the file must load "

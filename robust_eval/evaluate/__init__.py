@@ -22,7 +22,9 @@ from robust_eval.validate import Checker
 
 BENCHMARKS = Registry("benchmark")
 # Options every benchmark accepts (they pick models/datasets or override the job's defaults).
-COMMON_FIELDS = ("type", "models", "datasets", "seed", "batch_size", "limit")
+COMMON_FIELDS = ("type", "models", "datasets", "seed", "batch_size", "limit", "precision")
+# fp32, or bf16: the model runs under torch.autocast(bfloat16) while a cell is measured.
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -64,6 +66,11 @@ class Benchmark:
         """The schema columns that name a cell (for ok and failed rows alike)."""
         return {}
 
+    def precisions(self, options: Dict[str, Any]) -> Tuple[str, ...]:
+        """Precisions its `run` honours. A job-wide precision it lacks gives fp32 cells (their
+        rows say so); asking for it on the benchmark itself is a config error."""
+        return PRECISIONS
+
     def label(self, params: Dict[str, Any], seed: int) -> str:
         return ""
 
@@ -91,6 +98,18 @@ class CellContext:
     @property
     def batch_size(self) -> int:
         return self.cell["batch_size"]
+
+    @property
+    def precision(self) -> str:
+        return self.cell.get("precision", "fp32")
+
+    def autocast(self):
+        """bf16: torch.autocast for everything `run` does (execute_cell enters it); code that
+        must stay fp32 (training, the attacks' reported predictions) disables it itself."""
+        import torch
+
+        return torch.autocast(device_type=torch.device(self.device).type, dtype=torch.bfloat16,
+                              enabled=self.precision == "bf16")
 
     def model(self, guarded: bool = True):
         """The cell's model; guarded, it raises on NaN/inf logits (robust_eval.jobs.cells)."""
@@ -146,7 +165,7 @@ def _load() -> None:
         importlib.import_module(f"robust_eval.evaluate.{module}")
 
 
-__all__ = ["BENCHMARKS", "COMMON_FIELDS", "Benchmark", "CellContext", "CellPlan",
+__all__ = ["BENCHMARKS", "COMMON_FIELDS", "PRECISIONS", "Benchmark", "CellContext", "CellPlan",
            "benchmark_for", "cli_names", "register_benchmark"]
 
 

@@ -45,9 +45,10 @@ def label_noise_measurements(*, arch: str, norm: str = "bn", noise_type: str = "
                      train_data=None, test_data=None, test_limit: Optional[int] = None,
                      num_classes: Optional[int] = None, mean=None, std=None,
                      device: Union[str, torch.device] = "cpu", batch_size: int = 512,
-                     progress=None) -> List[Dict[str, Any]]:
+                     progress=None, precision: str = "fp32") -> List[Dict[str, Any]]:
     """Train-or-reuse, then two measurements (best-validation epoch, last epoch) with their
-    per-example outcomes on the clean test labels."""
+    per-example outcomes on the clean test labels. Training follows the recipe (fp32 unless it
+    says amp), whatever autocast the caller runs under; `precision` is that of the test pass."""
     from robust_eval.checkpoints import file_sha256, load_checkpoint
     from robust_eval.data import load_split
     from robust_eval.evaluate.clean import outcome_measurement, predict
@@ -62,11 +63,13 @@ def label_noise_measurements(*, arch: str, norm: str = "bn", noise_type: str = "
         raise ValueError("the label_noise benchmark needs a validation split (val_fraction > 0) "
                          "to pick the best-validation epoch")
     started = time.perf_counter()
-    result = train_model(cache_dir=cache_dir, arch=arch, norm=norm, dataset=dataset,
-                         data_root=data_root, train_data=train_data, recipe=train_recipe,
-                         seed=seed, num_classes=num_classes, device=device,
-                         noise_type=noise_type, noise_rate=noise_rate, progress=progress,
-                         **options)
+    # a bf16 cell trains as the recipe says (the cached run is shared with fp32 cells)
+    with torch.autocast(torch.device(device).type, enabled=False):
+        result = train_model(cache_dir=cache_dir, arch=arch, norm=norm, dataset=dataset,
+                             data_root=data_root, train_data=train_data, recipe=train_recipe,
+                             seed=seed, num_classes=num_classes, device=device,
+                             noise_type=noise_type, noise_rate=noise_rate, progress=progress,
+                             **options)
     train_seconds = time.perf_counter() - started
     if not result.complete:  # pragma: no cover - train_model runs to the end without stop_after
         raise RuntimeError(f"training in {result.out_dir} did not finish")
@@ -80,7 +83,8 @@ def label_noise_measurements(*, arch: str, norm: str = "bn", noise_type: str = "
     paths = {"best_val_epoch": result.best_checkpoint, "last_epoch": result.last_checkpoint}
     for metric in METRICS:
         model = load_checkpoint(paths[metric], device=device)
-        predictions = predict(model, test_data.images, batch_size, device)
+        with _autocast(device, precision):
+            predictions = predict(model, test_data.images, batch_size, device)
         epoch = epochs[metric]
         record = result.history[epoch - 1]
         details = {
@@ -94,6 +98,11 @@ def label_noise_measurements(*, arch: str, norm: str = "bn", noise_type: str = "
         measurements.append(outcome_measurement(predictions, test_data.labels, metric=metric,
                                                 details=details))
     return measurements
+
+
+def _autocast(device, precision: str):
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
+                          enabled=precision == "bf16")
 
 
 def label_noise_rows(*, arch: str, norm: str = "bn", noise_type: str = "symmetric",
@@ -249,7 +258,8 @@ class LabelNoise(Benchmark):
             seed=cell["seed"], dataset=data_spec["kind"], data_root=data_spec.get("root"),
             cache_dir=cell["extra"]["label_noise_cache"], recipe=p["recipe"],
             test_data=ctx.data(), num_classes=spec.get("num_classes"), mean=spec.get("mean"),
-            std=spec.get("std"), device=ctx.device, batch_size=ctx.batch_size)
+            std=spec.get("std"), device=ctx.device, batch_size=ctx.batch_size,
+            precision=ctx.precision)
 
 
 def label_noise_table(frame: pd.DataFrame, metric: str = "best_val_epoch") -> pd.DataFrame:

@@ -338,6 +338,9 @@ class Spectral(Benchmark):
     fields = ("layers",)
     help = "spectral norm of every conv layer (with and without its norm), no accuracy"
 
+    def precisions(self, options):
+        return ("fp32",)  # reads the weights; no prediction to make faster
+
     def add_arguments(self, parser) -> None:
         parser.add_argument("--spectral-layers", nargs="+", default=None, metavar="PATTERN",
                             help="spectral: only conv layers whose names match these wildcards")

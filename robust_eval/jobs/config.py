@@ -3,6 +3,7 @@
 A config names models, datasets and benchmarks (docs/jobs.md has the full schema):
 
     name: cifar10
+    precision: fp32 | bf16  (default fp32; a benchmark may set its own)
     models:    [{name, checkpoint | robustbench | train, arch, norm, num_classes, mean, std}]
                (arch: a registered name or an importable factory `package.module:callable`)
     datasets:  [{name, kind, root, split, limit}]
@@ -27,6 +28,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
+from robust_eval.evaluate import PRECISIONS
 from robust_eval.validate import Checker, ConfigError, resolve_path, show
 
 DATASET_KINDS = ("cifar10", "cifar100", "imagenet", "digits")
@@ -89,6 +91,7 @@ class JobConfig:
     device: str = "auto"
     batch_size: int = 256
     workers: Optional[int] = None
+    precision: str = "fp32"  # fp32 | bf16; a benchmark may set its own
     source: Optional[str] = None  # the config file
     raw: Dict[str, Any] = field(default_factory=dict)
 
@@ -223,11 +226,18 @@ def _parse_benchmark(c: Checker, raw: Any, index: int, cfg: Dict[str, Any]) -> B
                                                        f"(known: {', '.join(map(str, known))})")
             setattr(spec, key, list(names))
     spec.options.update(bench.parse(raw, c, path, cfg.get("seed", 0)))
+    if "precision" in raw:
+        precision = c.choice(raw["precision"], f"{path}.precision", PRECISIONS)
+        supported = bench.precisions(spec.options)
+        if precision not in supported:
+            raise c.fail(f"{path}.precision", f"this benchmark runs in {', '.join(supported)} "
+                                              f"only, not {precision}")
+        spec.options["precision"] = precision
     return spec
 
 
 _TOP_FIELDS = ("name", "models", "datasets", "benchmarks", "seed", "device", "batch_size",
-               "workers", "description")
+               "workers", "precision", "description")
 
 
 def parse_config(raw: Any, *, source: str = "<config>", base_dir: Optional[Path] = None
@@ -246,6 +256,7 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Optional[Path]
     batch_size = c.integer(raw.get("batch_size", 256), "batch_size", minimum=1)
     workers = None if raw.get("workers") is None else c.integer(raw["workers"], "workers",
                                                                  minimum=1)
+    precision = c.choice(raw.get("precision", "fp32"), "precision", PRECISIONS)
 
     models = [_parse_model(c, m, f"models[{i}]", base)
               for i, m in enumerate(c.sequence(raw.get("models"), "models"))]
@@ -262,7 +273,7 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Optional[Path]
                   for i, b in enumerate(c.sequence(raw.get("benchmarks"), "benchmarks"))]
     return JobConfig(name=name, models=models, datasets=datasets, benchmarks=benchmarks,
                      seed=seed, device=device, batch_size=batch_size, workers=workers,
-                     source=source, raw=copy.deepcopy(raw))
+                     precision=precision, source=source, raw=copy.deepcopy(raw))
 
 
 def load_config(path: Any) -> JobConfig:

@@ -5,8 +5,8 @@ Each benchmark type's `expand` decides what one cell is (robust_eval/evaluate/):
 per (noise kind, rate, seed); spectral one per model.
 
 A cell's key hashes what decides its numbers: the model's identity (checkpoint sha256 plus how it
-is loaded), the dataset (kind, split, limit), the benchmark parameters, the seed and the code
-version. Paths are not part of the key, so a moved data folder does not invalidate results.
+is loaded), the dataset (kind, split, limit), the benchmark parameters, the seed, the precision
+and the code version. Paths are not part of the key, so a moved data folder does not invalidate results.
 """
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ class Cell:
     limit: Optional[int] = None
     bench_index: int = 0
     extra: Dict[str, Any] = field(default_factory=dict)  # not in the key (e.g. file paths)
+    precision: str = "fp32"
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -52,7 +53,9 @@ class Cell:
         from robust_eval.evaluate import benchmark_for
 
         what = benchmark_for(self.benchmark).label(self.params, self.seed)
-        return " ".join(x for x in (self.model, self.dataset, self.benchmark, what) if x)
+        precision = "" if self.precision == "fp32" else self.precision
+        return " ".join(x for x in (self.model, self.dataset, self.benchmark, what, precision)
+                        if x)
 
 
 def model_identity(spec: ModelSpec, checkpoint_sha256: Optional[str]) -> Dict[str, Any]:
@@ -74,14 +77,18 @@ def model_identity(spec: ModelSpec, checkpoint_sha256: Optional[str]) -> Dict[st
 
 
 def cell_key(name: str, identity: Dict[str, Any], dataset: DatasetSpec, benchmark: str,
-             params: Dict[str, Any], seed: int, limit: Optional[int], code_version: str) -> str:
-    """The model's name is part of the key: its rows carry it."""
+             params: Dict[str, Any], seed: int, limit: Optional[int], code_version: str,
+             precision: str = "fp32") -> str:
+    """The model's name is part of the key: its rows carry it. fp32 leaves the payload as it
+    was before precisions existed, so stored fp32 cells keep their keys."""
     payload = {
         "v": KEY_VERSION, "name": name, "model": identity,
         "dataset": {"kind": dataset.kind, "split": dataset.split, "limit": dataset.limit},
         "benchmark": benchmark, "params": params, "seed": seed, "limit": limit,
         "code_version": code_version,
     }
+    if precision != "fp32":
+        payload["precision"] = precision
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:32]
 
 
@@ -98,6 +105,9 @@ def expand(config: JobConfig, identities: Dict[str, Dict[str, Any]], code_versio
         seed = options.get("seed", config.seed)
         batch_size = options.get("batch_size", config.batch_size)
         limit = options.get("limit")
+        precision = options.get("precision", config.precision)
+        if precision not in benchmark.precisions(options):
+            precision = "fp32"  # e.g. spectral reads weights only; its rows say fp32
         # Parameters outer, models inner: the models of one (corruption, severity) run back to
         # back, so a worker generates the corrupted images once and reuses them.
         for dataset_name in bench.datasets or list(datasets):
@@ -106,8 +116,7 @@ def expand(config: JobConfig, identities: Dict[str, Dict[str, Any]], code_versio
                 for model_name in bench.models or list(models):
                     identity = identities[model_name]
                     key = cell_key(model_name, identity, dataset, bench.type, plan.params,
-                                   plan.seed, limit,
-                                   code_version)
+                                   plan.seed, limit, code_version, precision)
                     if key in seen:  # the same cell listed twice: run and store it once
                         continue
                     seen.add(key)
@@ -116,6 +125,6 @@ def expand(config: JobConfig, identities: Dict[str, Dict[str, Any]], code_versio
                         params=plan.params, seed=plan.seed, key=key,
                         model_spec=asdict(models[model_name]), dataset_spec=asdict(dataset),
                         model_identity=identity, batch_size=batch_size, limit=limit,
-                        bench_index=bench.index, extra=dict(plan.extra),
+                        bench_index=bench.index, extra=dict(plan.extra), precision=precision,
                     ))
     return cells

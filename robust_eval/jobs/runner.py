@@ -188,6 +188,8 @@ def slot_id(cell: Cell) -> str:
     payload = [cell.model, cell.dataset, cell.dataset_spec.get("kind"),
                cell.dataset_spec.get("split"), cell.dataset_spec.get("limit"), cell.limit,
                cell.benchmark, cell.params, cell.seed]
+    if cell.precision != "fp32":  # a bf16 row sits beside the fp32 one, never replaces it
+        payload.append(cell.precision)
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:32]
 
 
@@ -228,15 +230,23 @@ def run_job(config: Union[str, Path, JobConfig], out_dir: Union[str, Path], *,
             workers: Optional[int] = None, device: Optional[str] = None,
             ray_address: Optional[str] = None, ray_num_cpus: Optional[int] = None,
             echo: Optional[Callable[[str], None]] = None, code_version: Optional[str] = None,
-            accumulate: bool = False, replace_models: bool = False) -> RunSummary:
+            accumulate: bool = False, replace_models: bool = False,
+            precision: Optional[str] = None) -> RunSummary:
     """Run a job. accumulate=True (what `evaluate` does) adds this job's cells to the folder's
-    table instead of making the table exactly this job's cells."""
+    table instead of making the table exactly this job's cells. `precision` replaces the
+    config's job-wide precision (a benchmark's own still wins)."""
     from robust_eval.jobs.executors import LocalExecutor, make_executor, resolve_device
     from robust_eval.schema import code_version as current_code_version
 
     started = time.time()
     echo = echo or _print_flush
     config = _resolve_config(config)
+    if precision is not None:
+        from robust_eval.evaluate import PRECISIONS
+
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        config = replace(config, precision=precision)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out {out_dir} is a file, not a folder")
@@ -286,6 +296,9 @@ def run_job(config: Union[str, Path, JobConfig], out_dir: Union[str, Path], *,
                 echo(f"warning: corrupt cell file for {cell.label()} moved to {moved}; "
                      f"rerunning the cell")
         todo = [c for c in cells if status[c.key] != "ok"]
+        if any(c.precision == "bf16" for c in todo) and not native_bf16(device):
+            echo("warning: this CPU has no native bf16 (AVX-512 BF16 or AMX): bf16 cells run "
+                 "emulated, slower than fp32")
         echo(f"{len(cells)} cells: {len(cells) - len(todo)} already done, {len(todo)} to run "
              f"on {executor.describe()}; log: {out_dir / 'run.log'}")
         summary.ran = _execute(executor, todo, store, progress, echo)
@@ -419,6 +432,18 @@ def write_pivots(frame: pd.DataFrame, folder: Path) -> Dict[str, Path]:
     return written
 
 
+def native_bf16(device: str) -> bool:
+    """Whether bf16 runs natively: CUDA, or a CPU that oneDNN computes bf16 on."""
+    import torch
+
+    if torch.device(device).type != "cpu":
+        return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch without the probe: no way to tell
+        return True
+
+
 def environment(device: str) -> Dict[str, Any]:
     import torch
 
@@ -458,6 +483,7 @@ def write_run_json(out_dir: Path, config: JobConfig, prepared, cells: Sequence[C
         "datasets": [vars(d) for d in config.datasets],
         "environment": environment(device),
         "code_version": code_version, "executor": executor.describe(),
+        "precision": config.precision,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "cells": {"total": len(cells), "skipped": summary.skipped, "ran": summary.ran,
                   "failed": len(summary.failed)},

@@ -83,7 +83,9 @@ def test_reader_is_memory_mapped(cifar_c):
 
 
 def test_matches_robustbench_loader(cifar_c):
-    import robust_eval  # noqa: F401  (aliases autoattack so robustbench imports)
+    from robust_eval._compat import install_autoattack_alias
+
+    install_autoattack_alias()  # robustbench imports `autoattack`
     from robustbench.data import load_cifar10c
 
     folder, labels, blocks = cifar_c

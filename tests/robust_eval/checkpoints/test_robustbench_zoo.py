@@ -19,7 +19,9 @@ REPO = Path(__file__).resolve().parents[3]
 
 @pytest.mark.slow
 def test_standard_wrn_from_local_model_dir_matches_robustbench(tmp_path):
-    import robust_eval  # noqa: F401  (autoattack alias so robustbench imports)
+    from robust_eval._compat import install_autoattack_alias
+
+    install_autoattack_alias()  # robustbench imports `autoattack`
     from robustbench.model_zoo.architectures.wide_resnet import WideResNet
     from robustbench.utils import load_model
 

@@ -24,7 +24,7 @@ class StaticCache(WorkerCache):
 
 
 def _measure(benchmark, model, data, raw=None, *, seed=0, batch_size=256, device="cpu",
-            extra=None):
+            extra=None, precision="fp32"):
     """Rows of every cell of one benchmark entry; raises on a failed cell."""
     bench = benchmark_for(benchmark)
     seed = (raw or {}).get("seed", seed)
@@ -36,7 +36,8 @@ def _measure(benchmark, model, data, raw=None, *, seed=0, batch_size=256, device
                 "params": plan.params, "seed": plan.seed, "key": f"k{i}",
                 "model_spec": {"name": "m"}, "dataset_spec": {"kind": "test"},
                 "model_identity": {"checkpoint_sha256": None}, "batch_size": batch_size,
-                "limit": None, "extra": dict(plan.extra, **(extra or {}))}
+                "limit": None, "extra": dict(plan.extra, **(extra or {})),
+                "precision": precision}
         outcome = execute_cell(cell, device, cache)
         if outcome["status"] != "ok":
             raise RuntimeError(outcome["error"])

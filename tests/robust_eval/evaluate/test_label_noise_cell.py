@@ -136,3 +136,31 @@ def test_train_then_evaluate_commands_produce_a_label_noise_row(tmp_path):
     [row] = pd.read_csv(tmp_path / "eval" / "results.csv").to_dict("records")
     assert (row["benchmark"], row["noise_type"], row["noise_rate"], row["seed"], row["metric"],
             row["n"]) == ("label_noise", "symmetric_exact", 0.2, 4, "best_val_epoch", 30)
+
+
+
+def test_a_bf16_cell_trains_in_fp32_and_tests_in_bf16(tmp_path, data, monkeypatch):
+    import robust_eval.train as train_module
+
+    train, test = data
+    amps, real = [], train_module.evaluate_accuracy
+
+    def spy(*args, **kwargs):
+        amps.append(kwargs.get("amp", "none"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate_accuracy", spy)
+    kwargs = dict(arch="tiny_cnn", norm="bn", noise_type="symmetric", noise_rate=0.2, seed=0,
+                  recipe=RECIPE, train_data=train, test_data=test)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as execute_cell runs a bf16 cell
+        bf16 = label_noise_rows(**kwargs, cache_dir=tmp_path / "a", precision="bf16")
+    assert amps == ["bf16", "bf16"]
+    fp32 = label_noise_rows(**kwargs, cache_dir=tmp_path / "b")
+    assert amps[2:] == ["none", "none"]
+
+    def weights(row):
+        return load_checkpoint(json.loads(row["params"])["run_dir"] + "/last.safetensors"
+                               ).state_dict()
+
+    trained_under_bf16, trained_plain = weights(bf16[1]), weights(fp32[1])
+    assert all(torch.equal(trained_under_bf16[k], trained_plain[k]) for k in trained_plain)

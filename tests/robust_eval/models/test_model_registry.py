@@ -111,7 +111,9 @@ def test_he2016_option_a_shortcut_has_no_weights_and_runs():
 
 
 def test_wrn_matches_robustbench_standard_layout_and_function():
-    import robust_eval  # noqa: F401  (autoattack alias)
+    from robust_eval._compat import install_autoattack_alias
+
+    install_autoattack_alias()  # robustbench imports `autoattack`
     from robustbench.model_zoo.architectures.wide_resnet import WideResNet as RBWide
 
     from robust_eval.models.wide_resnet import WideResNet
