@@ -169,8 +169,8 @@ def _sentences(headline: Headline, summary: pd.DataFrame, found: Dict, order: Li
             worse = int((corr["verdict"] == "worse").sum())
             total = plural(len(corr), unit, many)
             mean = found.get((model, "corruption"))
-            text = f"{model} is significantly more robust than {ref} on {better} of {total}{at}"
-            text += f" and less robust on {worse}" if worse else ""
+            text = (f"Per corruption{at}: {model} is significantly more robust than {ref} on "
+                    f"{better} of {total} and less robust on {worse}")
             if mean is not None:
                 text += f"; corruption mean: {_verdict(mean, 'higher', 'lower')}"
             out.append(text + ".")

@@ -133,14 +133,23 @@ def _text_page(pages: _Pages, title: str, sections: Sequence[tuple]) -> None:
         page += 1
 
 
-def _draw_table(ax, table: pd.DataFrame, fontsize: float, bold=(), height: float = 1.35) -> None:
+def _draw_table(ax, table: pd.DataFrame, fontsize: float, bold=(), height: float = 1.35,
+                fit: bool = False) -> None:
+    """fit: columns share the axes' width by their longest text, the font shrinking to fit."""
     cells = [["" if pd.isna(v) else (f"{v:.2f}" if isinstance(v, float) else str(v))
               for v in row] for row in table.itertuples(index=False)]
+    lengths = [max([len(line) for line in str(c).split("\n")] +
+                   [len(row[j]) for row in cells]) + 2 for j, c in enumerate(table.columns)]
+    widths = [w / sum(lengths) for w in lengths] if fit else None
     drawn = ax.table(cellText=cells, colLabels=list(table.columns), loc="upper center",
-                     cellLoc="right")
+                     cellLoc="right", colWidths=widths)
     drawn.auto_set_font_size(False)
+    if fit:  # ~0.6 em per character at this size on a page 11.7 in wide
+        fontsize = min(fontsize, 0.95 * ax.get_position().width * PAGE[0] * 72
+                       / (0.6 * sum(lengths)))
     drawn.set_fontsize(fontsize)
-    drawn.auto_set_column_width(list(range(len(table.columns))))
+    if not fit:
+        drawn.auto_set_column_width(list(range(len(table.columns))))
     drawn.scale(1, height)
     for (row, col), cell in drawn.get_celld().items():
         if row == 0:
@@ -198,8 +207,9 @@ def _evaluated_lines(results: ResultSet) -> List[str]:
                          f" (n={int(corruption['n'].max())})")
         attacks = rows[rows["benchmark"] == "attack"]
         if len(attacks):
+            low, high = int(attacks["n"].min()), int(attacks["n"].max())
             parts.append(f"{plural(attacks['attack'].nunique(), 'attack')} "
-                         f"(n={int(attacks['n'].max())})")
+                         f"(n={low if low == high else f'{low}-{high}'})")
         noise = rows[rows["benchmark"] == "label_noise"]
         if len(noise):
             parts.append(f"label noise at {plural(noise['noise_rate'].nunique(), 'rate')}")
@@ -225,7 +235,7 @@ def _headline_page(pages: _Pages, title: str, results: ResultSet, headline: Head
     table.columns = [str(c).replace(" % (", " %\n(") for c in table.columns]
     bold = {(list(headline.table.index).index(r), list(headline.table.columns).index(c) + 1)
             for r, c in headline.bold}
-    _draw_table(ax, table, 9, bold, height=1.8)
+    _draw_table(ax, table, 9, bold, height=1.8, fit=True)
     y -= height + 0.04
     fig.text(0.04, y, "Summary", fontsize=12, weight="bold")
     y -= 0.03
