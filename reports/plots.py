@@ -203,6 +203,48 @@ def plot_spectral_norms(frame: pd.DataFrame, colors: Optional[Dict] = None) -> O
     return fig
 
 
+def plot_difference_heatmaps(comparison: pd.DataFrame) -> List[Tuple[str, Figure]]:
+    """Per model: corruption x severity, accuracy minus the reference's in points, from
+    reports.compare.compare_models' cell rows; a box and "*" mark a significant difference
+    (Holm-adjusted). One symmetric colour scale for all models."""
+    cells = comparison[(comparison["scope"] == "cell")
+                       & (comparison["benchmark"] == "corruption")] if len(comparison) else \
+        comparison
+    figures: List[Tuple[str, Figure]] = []
+    if cells.empty:
+        return figures
+    limit = max(float(cells["delta"].abs().max()), 1.0)
+    order = list(dict.fromkeys(cells["corruption"]))
+    for (model, reference), group in cells.groupby(["model", "reference"], sort=False):
+        delta = group.pivot_table(index="corruption", columns="severity", values="delta",
+                                  aggfunc="mean").reindex([c for c in order
+                                                           if c in set(group["corruption"])])
+        marked = group.pivot_table(index="corruption", columns="severity", values="significant",
+                                   aggfunc="max").reindex(delta.index)[delta.columns]
+        fig, ax = plt.subplots(figsize=(6.4, 0.35 * len(delta) + 1.8), layout="constrained")
+        image = ax.imshow(delta.to_numpy(float), aspect="auto", cmap="RdBu", vmin=-limit,
+                          vmax=limit)
+        ax.set_xticks(range(delta.shape[1]), [str(int(c)) for c in delta.columns])
+        ax.set_yticks(range(delta.shape[0]), list(delta.index))
+        for (i, j), value in np.ndenumerate(delta.to_numpy(float)):
+            if not np.isfinite(value):
+                continue
+            significant = bool(marked.iloc[i, j]) if pd.notna(marked.iloc[i, j]) else False
+            ax.text(j, i, f"{value:+.1f}{'*' if significant else ''}", ha="center",
+                    va="center", fontsize=7, weight="bold" if significant else "normal",
+                    color="white" if abs(value) > 0.6 * limit else "black")
+            if significant:
+                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=1.5,
+                                           edgecolor="black"))
+        ax.set_xlabel("severity")
+        ax.set_ylabel("corruption")
+        ax.set_title(f"{model} minus {reference}: corruption accuracy (points);\n"
+                     f"boxed * = significant (paired, Holm-adjusted)", fontsize=10)
+        fig.colorbar(image, ax=ax, label=f"accuracy difference (points, + = {model} better)")
+        figures.append((str(model), fig))
+    return figures
+
+
 def all_figures(frame: pd.DataFrame) -> List[Tuple[str, Figure]]:
     """(file stem, figure) for every plot the frame supports, with consistent model colours."""
     colors = model_colors(model_order(frame))

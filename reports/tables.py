@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,30 @@ def model_order(frame: pd.DataFrame) -> List[str]:
     return list(dict.fromkeys(frame["model"].astype(str)))
 
 
+def plural(count: float, word: str, many: Optional[str] = None) -> str:
+    """"1 corruption", "15 corruptions", "5 severities"."""
+    count = int(count) if float(count).is_integer() else count
+    return f"{count} {word if count == 1 else (many or word + 's')}"
+
+
+def attack_title(attack: str, steps: float = None, params: Any = None) -> str:
+    """How papers name an attack: the row's own label when it has one, "AutoAttack (standard)",
+    "AutoAttack (custom: apgd-ce, n_iter 10)", "PGD-10", "FGSM"."""
+    params = parse_params(params)
+    if params.get("label"):
+        return str(params["label"])
+    if attack == "autoattack":
+        version = params.get("version") or "standard"
+        parts = params.get("parts") or params.get("attacks")
+        details = [", ".join(parts) if isinstance(parts, (list, tuple)) else str(parts or "")]
+        if params.get("n_iter"):
+            details.append(f"n_iter {params['n_iter']}")
+        details = [d for d in details if d]
+        return f"AutoAttack ({version}{': ' + ', '.join(details) if details else ''})"
+    name = str(attack).upper()
+    return f"{name}-{int(steps)}" if steps is not None and pd.notna(steps) and steps > 1 else name
+
+
 def cell_means(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per cell key: accuracy averaged over seeds, with a 95 % interval.
 
@@ -33,7 +57,7 @@ def cell_means(frame: pd.DataFrame) -> pd.DataFrame:
     rows = rows[rows["accuracy"].notna()]
     if rows.empty:
         return pd.DataFrame(columns=CELL_KEY_COLUMNS + ["accuracy", "ci_low", "ci_high", "n",
-                                                        "correct", "seeds", "seed_std"])
+                                                        "correct", "seeds", "seed_std", "params"])
     out = []
     for key, group in rows.groupby(CELL_KEY_COLUMNS, dropna=False, sort=False):
         record = dict(zip(CELL_KEY_COLUMNS, key))
@@ -41,7 +65,8 @@ def cell_means(frame: pd.DataFrame) -> pd.DataFrame:
         record.update(accuracy=group["accuracy"].mean(), n=n, correct=correct,
                       seeds=len(group), seed_std=group["accuracy"].std(ddof=1),
                       checkpoint_sha256=group["checkpoint_sha256"].iloc[0],
-                      arch=group["arch"].iloc[0], norm=group["norm"].iloc[0])
+                      arch=group["arch"].iloc[0], norm=group["norm"].iloc[0],
+                      params=group["params"].iloc[0])
         if len(group) == 1 and pd.notna(group["ci_low"].iloc[0]):
             record.update(ci_low=group["ci_low"].iloc[0], ci_high=group["ci_high"].iloc[0])
         else:
@@ -109,7 +134,8 @@ def summary_table(frame: pd.DataFrame,
         record("corruption", corruption)
         k = corruption["corruption"].nunique()
         s = corruption["severity"].nunique()
-        notes["corruption"] = (f"mean accuracy over {k} corruption(s) x {s} severit(y/ies); "
+        notes["corruption"] = (f"mean accuracy over {plural(k, 'corruption')} x "
+                               f"{plural(s, 'severity', 'severities')}; "
                                f"mean corruption error = 1 - this")
         if corruption_reference:
             table["mCE"] = pd.Series({m: mean_corruption_error(g, corruption_reference)
@@ -131,8 +157,8 @@ def summary_table(frame: pd.DataFrame,
         name = f"{attack} {eps_label(eps)}"
         table[name] = group.groupby("model")["accuracy"].mean()
         record(name, group)
-        detail = f", {int(steps)} steps" if pd.notna(steps) and steps > 1 else ""
-        notes[name] = f"robust accuracy under {attack} ({threat}), eps={eps_label(eps)}{detail}"
+        title = attack_title(attack, steps, group["params"].iloc[0])
+        notes[name] = f"robust accuracy under {title} ({threat}), eps={eps_label(eps)}"
 
     noise = _label_noise_cells(cells)
     for noise_type, group in noise.groupby("noise_type", dropna=False, sort=False):
@@ -291,12 +317,12 @@ def detail_tables(frame: pd.DataFrame) -> Dict[str, pd.DataFrame]:
             tables[f"corruption accuracy (%) - {model}"] = pivot
     attacks = pct[pct["benchmark"] == "attack"]
     if not attacks.empty:
-        attacks = attacks.assign(
-            attack_label=[f"{a} ({t}, {int(s)} steps)" if pd.notna(s) and s > 1 else f"{a} ({t})"
-                          for a, t, s in zip(attacks["attack"], attacks["threat"], attacks["steps"])],
-            eps_label=[eps_label(e) for e in attacks["eps"]])
+        attacks = attacks.assign(attack_label=[
+            f"{attack_title(a, s, p)} ({t})" for a, t, s, p in
+            zip(attacks["attack"], attacks["threat"], attacks["steps"], attacks["params"])])
         pivot = attacks.pivot_table(index=["model", "attack_label"], columns="eps",
                                     values="accuracy", aggfunc="mean", sort=False)
+        pivot = pivot[sorted(pivot.columns)]  # eps in numerical order, not first appearance
         pivot.columns = [eps_label(c) for c in pivot.columns]
         tables["robust accuracy (%) vs eps"] = pivot
     noise = pct[pct["benchmark"] == "label_noise"]

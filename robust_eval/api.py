@@ -284,33 +284,58 @@ def _mce_reference(name: Optional[str]):
 
 def report(results, output: Optional[PathLike] = None, *, plots: Optional[PathLike] = None,
            plot_formats: Sequence[str] = ("png",), markdown: Optional[PathLike] = None,
-           latex: Optional[PathLike] = None, mce_reference: Optional[str] = None) -> List[Path]:
-    """`robust-eval report`: the PDF report of a result folder/table, a frame from `evaluate`
-    or a reports.ResultSet; optionally the summary as Markdown/LaTeX and each plot. Returns the
-    files written, the PDF first (default RESULTS_DIR/report.pdf, or ./report.pdf)."""
+           latex: Optional[PathLike] = None, mce_reference: Optional[str] = None,
+           reference: Optional[str] = None, title: str = "robust-eval report") -> List[Path]:
+    """`robust-eval report`: the PDF report of a result folder/table, a frame from `evaluate`,
+    a reports.ResultSet, or a list of them merged into one report (a model name found in
+    several is called FOLDER/MODEL); optionally the summary as Markdown/LaTeX and each plot.
+    `reference`: the model the others are compared with (default the first). Returns the files
+    written, the PDF first (default RESULTS_DIR/report.pdf, or ./report.pdf)."""
     from reports import (ResultSet, formatted_summary, load_results, normalize_frame,
                          summary_table, to_latex, to_markdown)
+    from reports.compare import folder_names, merge_results
     from reports.pdf import build_pdf_report
     from reports.plots import save_all
     from reports.results import write_atomic
 
-    base = None
-    if isinstance(results, pd.DataFrame):
-        results = ResultSet(frame=normalize_frame(pd.DataFrame(results)), source="<frame>")
-    elif not isinstance(results, ResultSet):
-        base = Path(results) if Path(results).is_dir() else Path(results).parent
-        results = load_results(results)
+    items = list(results) if isinstance(results, (list, tuple)) else [results]
+    if not items:
+        raise ValueError("results: nothing to report (an empty list)")
+    sets, folders, names = [], [], []
+    for item in items:
+        if isinstance(item, pd.DataFrame):
+            sets.append(ResultSet(frame=normalize_frame(pd.DataFrame(item)), source="<frame>"))
+            names.append(f"frame{len(sets)}")
+        elif isinstance(item, ResultSet):
+            sets.append(item)
+            folders.append(Path(item.source).parent)
+            names.append(str(Path(item.source).parent))
+        else:
+            folder = Path(item) if Path(item).is_dir() else Path(item).parent
+            sets.append(load_results(item))
+            folders.append(folder)
+            names.append(str(item))
+    if len(sets) == 1:
+        results = sets[0]
+    else:
+        short = folder_names(names)
+        results = merge_results(sets, short)
+        results.run = {part: {name: s.run.get(part) for name, s in zip(short, sets)}
+                       for part in ("config", "environment")}
+    base = folders[0] if folders and not isinstance(items[0], (pd.DataFrame, ResultSet)) \
+        else None
     output = Path(output) if output else (base or Path.cwd()) / "report.pdf"
     if output.suffix.lower() != ".pdf":
         raise ValueError(f"output {output}: the report is a PDF; give a path ending in .pdf")
-    reference = _mce_reference(mce_reference)
-    build_pdf_report(results, output, corruption_reference=reference)
+    mce = _mce_reference(mce_reference)
+    build_pdf_report(results, output, title, corruption_reference=mce, reference=reference,
+                     picture_folders=folders)
     written = [output]
     if markdown or latex:
         from reports.tables import summary_marks
 
-        summary = summary_table(results.frame, reference)
-        shown = formatted_summary(summary, marks=summary_marks(results, summary))
+        summary = summary_table(results.frame, mce)
+        shown = formatted_summary(summary, marks=summary_marks(results, summary, reference))
     if markdown:
         write_atomic(markdown, to_markdown(shown, shown.attrs.get("notes")))
         written.append(Path(markdown))

@@ -13,12 +13,18 @@ from robust_eval.cli import CliError, command_help
 def register(subparsers) -> None:
     report = subparsers.add_parser(
         "report", help=command_help("report"),
-        description="Write a PDF report of RESULTS_DIR: title page with config, models and "
-                    "environment, summary table, plots, detailed tables, failed cells.")
-    report.add_argument("results", metavar="RESULTS_DIR",
+        description="Write a PDF report of RESULTS_DIR(s), merged into one (a model name found "
+                    "in several folders is called FOLDER/MODEL): page 1 holds what was "
+                    "evaluated, the headline table with n, 95 %% intervals and each model's "
+                    "difference from --reference (Holm-adjusted), and a summary in words; then "
+                    "differences, plots, pictures, details, failed cells, and config and "
+                    "environment in an appendix.")
+    report.add_argument("results", metavar="RESULTS_DIR", nargs="+",
                         help="folder holding results.csv/.parquet (and run.json), or one table")
     report.add_argument("-o", "--output", default=None,
-                        help="PDF path (default RESULTS_DIR/report.pdf)")
+                        help="PDF path (default the first RESULTS_DIR/report.pdf)")
+    report.add_argument("--reference", metavar="MODEL", default=None,
+                        help="the model the others are compared with (default the first)")
     report.add_argument("--plots", metavar="DIR", default=None,
                         help="also save each plot here")
     report.add_argument("--plot-format", action="append", choices=("png", "svg", "pdf"),
@@ -99,13 +105,19 @@ def _load(path: str):
 def run_report(args: argparse.Namespace) -> int:
     from robust_eval.api import report
 
-    results = _load(args.results)
-    base = Path(args.results) if Path(args.results).is_dir() else Path(args.results).parent
-    for path in report(results, args.output or base / "report.pdf", plots=args.plots,
-                       plot_formats=args.plot_format or ["png"], markdown=args.markdown,
-                       latex=args.latex, mce_reference=args.mce_reference):
+    sets = [_load(path) for path in args.results]
+    first = Path(args.results[0])
+    base = first if first.is_dir() else first.parent
+    try:
+        written = report(sets, args.output or base / "report.pdf", plots=args.plots,
+                         plot_formats=args.plot_format or ["png"], markdown=args.markdown,
+                         latex=args.latex, mce_reference=args.mce_reference,
+                         reference=args.reference)
+    except ValueError as error:
+        raise _error(error) from None
+    for path in written:
         print(f"wrote {path}")
-    for note in results.notes:
+    for note in (note for results in sets for note in results.notes):
         print(f"note: {note}", file=sys.stderr)
     return 0
 

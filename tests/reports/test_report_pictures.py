@@ -51,5 +51,8 @@ def test_the_report_draws_a_picture_page_when_images_are_there(job_folder, tmp_p
     assert titles == ["Pictures: corruptions", "Pictures: adversarial examples"]
     assert picture_figures(tmp_path, (11.69, 8.27)) == []
     path = build_pdf_report(load_results(job_folder), tmp_path / "r.pdf")
-    text = " ".join(page.extract_text() for page in PdfReader(str(path)).pages)
+    reader = PdfReader(str(path))
+    text = " ".join(page.extract_text() for page in reader.pages)
     assert "What m saw" in text and "Adversarial examples for m" in text
+    outline = {item.title: reader.get_destination_page_number(item) for item in reader.outline}
+    assert "What m saw" in reader.pages[outline["Pictures"]].extract_text()

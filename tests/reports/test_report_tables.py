@@ -133,3 +133,29 @@ def test_marks_claim_only_significant_differences(outcomes):
 
 def test_eps_label():
     assert eps_label(8 / 255) == "8/255" and eps_label(0.5) == "0.5" and eps_label(math.nan) == ""
+
+
+def test_attack_details_in_eps_order_and_named_as_papers_do():
+    base = dict(model="m", checkpoint_sha256="c" * 64, arch="resnet20", norm="bn",
+                dataset="cifar10", benchmark="attack", threat="linf", seed=0)
+    rows = [make_row(correct=50, n=100, attack="pgd", eps=e / 255, steps=10, restarts=1,
+                     **base) for e in (2, 8, 1)]
+    rows.append(make_row(correct=40, n=100, attack="autoattack", eps=8 / 255, restarts=1,
+                         params={"attack": "autoattack", "eps": 8 / 255, "version": "custom",
+                                 "parts": ["apgd-ce"], "n_iter": 10}, **base))
+    frame = normalize_frame(to_frame(rows))
+    table = detail_tables(frame)["robust accuracy (%) vs eps"]
+    assert list(table.columns) == ["1/255", "2/255", "8/255"]
+    labels = [label for _, label in table.index]
+    assert labels == ["PGD-10 (linf)", "AutoAttack (custom: apgd-ce, n_iter 10) (linf)"]
+    summary = summary_table(frame)
+    assert "AutoAttack (custom: apgd-ce, n_iter 10)" in summary.attrs["notes"]["autoattack 8/255"]
+    assert "steps" not in summary.attrs["notes"]["autoattack 8/255"]
+
+
+def test_plain_plurals():
+    from reports.tables import plural
+
+    assert plural(1, "corruption") == "1 corruption"
+    assert plural(15, "corruption") == "15 corruptions"
+    assert plural(5, "severity", "severities") == "5 severities"
