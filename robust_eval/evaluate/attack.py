@@ -206,7 +206,7 @@ class Attack(Benchmark):
     def precisions(self, options):
         """bf16 runs the native engine's gradient steps under autocast (the reported predictions
         stay fp32, attacks/base.py); torchattacks and AutoAttack are not measured in bf16."""
-        return ("fp32", "bf16") if options["engine"] == "native" else ("fp32",)
+        return ("fp32", "bf16") if options["options"].get("engine") == "native" else ("fp32",)
 
     def expand(self, options, seed, dataset_kind=None):
         for eps in options["eps"]:
