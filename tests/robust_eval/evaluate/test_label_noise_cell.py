@@ -140,16 +140,16 @@ def test_train_then_evaluate_commands_produce_a_label_noise_row(tmp_path):
 
 
 def test_a_bf16_cell_trains_in_fp32_and_tests_in_bf16(tmp_path, data, monkeypatch):
-    import robust_eval.train as train_module
+    import robust_eval.evaluate.clean as clean
 
     train, test = data
-    amps, real = [], train_module.evaluate_accuracy
+    amps, real = [], clean.predict
 
-    def spy(*args, **kwargs):
-        amps.append(kwargs.get("amp", "none"))
+    def spy(*args, **kwargs):  # the test pass: under bf16 autocast only for a bf16 cell
+        amps.append("bf16" if torch.is_autocast_enabled("cpu") else "none")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "evaluate_accuracy", spy)
+    monkeypatch.setattr(clean, "predict", spy)
     kwargs = dict(arch="tiny_cnn", norm="bn", noise_type="symmetric", noise_rate=0.2, seed=0,
                   recipe=RECIPE, train_data=train, test_data=test)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # as execute_cell runs a bf16 cell
