@@ -411,6 +411,21 @@ def _print_plan(cells: Sequence[Cell], status: Dict[str, str], prepared, echo) -
 
 
 # ----------------------------------------------------------------------------- outputs
+def _one_header(table: pd.DataFrame) -> pd.DataFrame:
+    """Index levels as columns and (model, dataset) column pairs as 'model/dataset': one header
+    row, and eps as people write it."""
+    from reports.stats import eps_label
+
+    table = table.copy()
+    if isinstance(table.columns, pd.MultiIndex):
+        table.columns = ["/".join(str(part) for part in col) for col in table.columns]
+    table.columns = [str(c) for c in table.columns]
+    table = table.reset_index()
+    if "eps" in table.columns:
+        table["eps"] = [eps_label(e) for e in table["eps"]]
+    return table
+
+
 def write_pivots(frame: pd.DataFrame, folder: Path) -> Dict[str, Path]:
     from robust_eval.jobs import tables
 
@@ -422,7 +437,7 @@ def write_pivots(frame: pd.DataFrame, folder: Path) -> Dict[str, Path]:
         if table.empty:
             continue
         path = folder / f"{name}.csv"
-        write_atomic(path, table.to_csv())
+        write_atomic(path, _one_header(table).to_csv(index=False))
         written[name] = path
     mce = tables.mce_table(frame)
     if mce is not None:

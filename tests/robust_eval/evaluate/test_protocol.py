@@ -193,3 +193,55 @@ def test_integers_stay_integers_and_eps_reads_as_a_fraction(tmp_path, capsys):
     assert str(parquet["n"].dtype) == "Int64" and str(parquet["severity"].dtype) == "Int64"
     assert parquet.loc[parquet["benchmark"] == "attack", "eps"].iloc[0] == 8 / 255
     assert all(p.startswith("{") for p in frame["params"])
+
+
+@pytest.fixture
+def toy_attack():
+    """An attack defined outside the package: one class plus attacks.register."""
+    import attacks
+
+    @attacks.register
+    class SignNoise(attacks.Attack):
+        """A random corner of the L-inf ball (gradient-free)."""
+
+        name = "sign_noise"
+        title = "Sign noise"
+        threat = "linf"
+        default_eps = 0.1
+        default_steps = 1
+        strength = 0
+        uses_gradients = False
+        engines = ("native",)
+
+        def __init__(self, model, eps=default_eps, **options):
+            super().__init__(model, **options)
+            self.eps = eps
+
+        def hyperparameters(self):
+            return {"eps": self.eps}
+
+        def forward(self, images, labels, generator):
+            sign = torch.randint(0, 2, images.shape, generator=generator) * 2 - 1
+            return torch.clamp(images + self.eps * sign, 0, 1)
+
+    yield SignNoise
+    del attacks.ATTACKS["sign_noise"]
+
+
+def test_toy_attack_runs_through_evaluate_and_run_with_identical_rows(tmp_path, toy_attack):
+    checkpoint = _tiny_checkpoint(tmp_path / "tiny.safetensors")
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--dataset", "digits", "--limit",
+                 "40", "--benchmark", "sign_noise", "--eps", "0.05,0.3", "--out",
+                 str(tmp_path / "evaluate"), "--no-progress"]) == 0
+    config = {"name": "toy", "models": [{"name": "tiny", "checkpoint": str(checkpoint)}],
+              "datasets": [{"name": "digits", "kind": "digits", "limit": 40}],
+              "benchmarks": [{"type": "attack", "attack": "sign_noise", "eps": [0.05, 0.3]}]}
+    summary = run_job(_write(tmp_path / "toy.yaml", config), tmp_path / "run", progress=False)
+    assert summary.exit_code == 0
+    via_evaluate, via_run = _rows(tmp_path / "evaluate"), _rows(tmp_path / "run")
+    pd.testing.assert_frame_equal(via_evaluate, via_run)
+    assert list(via_run["attack"]) and set(via_run["attack"]) == {"sign_noise"}
+    assert sorted(via_run["eps"]) == [0.05, 0.3] and set(via_run["steps"]) == {1}
+    # steps do not apply to it: an error, never ignored
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--dataset", "digits",
+                 "--benchmark", "sign_noise", "--steps", "5"]) == 2

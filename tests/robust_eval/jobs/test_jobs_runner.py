@@ -69,7 +69,9 @@ def test_run_writes_rows_tables_run_json_and_skips_finished_cells(tmp_path, chec
     assert run["models"][0]["checkpoint_sha256"] == sha == clean["checkpoint_sha256"]
     assert run["environment"]["torch"] == torch.__version__ and run["code_version"]
     assert run["cells"] == {"total": 4, "skipped": 0, "ran": 4, "failed": 0}
-    assert (out / "tables" / "accuracy_vs_eps.csv").is_file()
+    eps_table = pd.read_csv(out / "tables" / "accuracy_vs_eps.csv")  # one header row
+    assert list(eps_table.columns[:4]) == ["attack", "threat", "steps", "eps"]
+    assert all("/" in c for c in eps_table.columns[4:]) and set(eps_table["eps"]) == {"0", "8/255"}
     assert (out / "run.log").read_text().count("done ") == 4
 
     again = run_job(config, out, progress=False, echo=lambda s: None)
