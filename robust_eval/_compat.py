@@ -1,7 +1,7 @@
 """Make robustbench 1.1.1 importable without the user touching anything.
 
 robustbench imports `autoattack`, but its dependency installs as `pyautoattack`; alias the
-modules robustbench touches before it is imported (ecosystem.md). Called where robustbench is
+modules robustbench touches before it is imported. Called where robustbench is
 used, never at `import robust_eval` (pyautoattack imports torch and more: ~1.5 s).
 """
 import importlib

@@ -478,11 +478,11 @@ def _robustbench_zoo() -> Tuple[Dict[str, Dict[str, Mapping[str, dict]]], List[s
     this import alone, never by a process-wide filter."""
     from robust_eval._compat import install_autoattack_alias
 
-    install_autoattack_alias()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+        install_autoattack_alias()  # pyautoattack's own import is noisy too
         from robustbench.model_zoo import model_dicts
         from robustbench.model_zoo.enums import ThreatModel
     zoo = {d.value: {t.value: models for t, models in threats.items()}
