@@ -131,7 +131,7 @@ def build_headline(results: ResultSet, reference: Optional[str] = None, alpha: f
     table.index.name = "model"
     headline = Headline(reference=reference, table=table, bold=bold, comparison=comparison)
     headline.sentences = _sentences(headline, summary, found, order, alpha)
-    headline.notes = _notes(headline, comparison, relative, alpha)
+    headline.notes = _chance_notes(frame) + _notes(headline, comparison, relative, alpha)
     if "mCE" in summary:
         headline.mce = summary[["mCE"]].rename(columns={"mCE": "mCE (ratio, AlexNet = 1)"})
     return headline
@@ -189,6 +189,16 @@ def _attack_name(summary: pd.DataFrame, column: str) -> Optional[str]:
         name = note[len("robust accuracy under "):]
         return name.replace(", eps=", " at ").replace(" (linf)", "")
     return None
+
+
+def _chance_notes(frame: pd.DataFrame) -> List[str]:
+    """A clean accuracy no better than chance (the run flags it in `warnings`) leads the notes."""
+    if "warnings" not in frame.columns:
+        return []
+    clean = frame[(frame["benchmark"] == "clean") & frame["warnings"].astype(str).str.contains(
+        "not above chance", regex=False)]
+    return [f"WARNING {model}: {text}" for model, text in
+            zip(clean["model"], clean["warnings"].astype(str))]
 
 
 def _notes(headline: Headline, comparison, relative: bool, alpha: float) -> List[str]:

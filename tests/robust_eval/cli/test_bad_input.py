@@ -68,6 +68,11 @@ def test_zero_accuracy_interval_is_exact_and_chance_level_is_flagged(tmp_path, c
     assert "not above chance (10% for 10 classes)" in out and "preprocessing" in out
     frame = pd.read_csv(tmp_path / "o" / "results.csv")
     assert frame.loc[0, "warnings"].startswith("clean accuracy")
+    from reports import load_results
+    from reports.headline import build_headline
+
+    notes = build_headline(load_results(tmp_path / "o")).notes
+    assert notes[0].startswith("WARNING random: clean accuracy") and "preprocessing" in notes[0]
 
 
 def test_evaluate_prints_each_row_and_one_table_per_benchmark(tmp_path, capsys):
