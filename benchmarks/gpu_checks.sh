@@ -2,7 +2,7 @@
 # Every GPU measurement the open goals need, in one device call (~10 min on an H100/H200).
 #   here:   python benchmarks/gpu_pack.py
 #   device: run(command="bash benchmarks/gpu_checks.sh", carry=["local/gpu"], timeout_s=600)
-# Outputs land in $OUT (the device tool's folder; local/gpu-out elsewhere). Each step has its own
+# Outputs land in $OUT when it is set, else in local/gpu-out. Each step has its own
 # time limit, so one slow step cannot eat the others' time.
 set -uo pipefail
 OUT=${OUT:-local/gpu-out}
