@@ -42,16 +42,15 @@ class CliError(Exception):
 
 
 def parse_device(text: str):
-    """--device value -> torch.device, refusing CUDA where there is none."""
+    """--device value -> torch.device, refusing CUDA where there is none (the jobs' check)."""
     import torch
 
+    from robust_eval.jobs.executors import resolve_device
+
     try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise CliError(f"--device {text!r} is not a device (cpu, cuda, cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CliError(f"--device {text}: CUDA is not available on this machine")
-    return device
+        return torch.device(resolve_device(text))
+    except ValueError as error:
+        raise CliError(f"--device: {error}") from None
 
 
 def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParser:
