@@ -2,14 +2,16 @@
 
 The device machine gets the working tree (64 MiB at most) but not ../shared, and lacks
 torchattacks: this writes a CIFAR-10 slice (first --train train and --test test images, the
-shared files' format) and downloads the torchattacks wheel, so that one `carry: ["local/gpu"]`
-call can run every GPU measurement of docs/performance.md and docs/results.md.
+shared files' format), copies the ResNet-20/56 checkpoints (suite_speed.py, precision_agreement.py) and downloads
+the torchattacks wheel, so that one `carry: ["local/gpu"]` call can run every GPU measurement of
+docs/performance.md and docs/results.md.
 
     python benchmarks/gpu_pack.py [--train 10000] [--test 5000]
 """
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +20,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "cifar10"
+CHECKPOINTS = [Path("checkpoints/cifar10_resnet_he2016") / name
+               for name in ("resnet20-12fca82f.th", "resnet56-4bfd9763.th")]
 PACK = REPO / "local" / "gpu"
 LIMIT_MIB = 64
 
@@ -36,6 +40,9 @@ def main(argv=None) -> int:
         tmp = out / f"{split}.partial.npz"
         np.savez(tmp, x=x, y=y)
         tmp.replace(out / f"{split}.npz")
+    for checkpoint in CHECKPOINTS:
+        (PACK / checkpoint).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(SHARED.parent / checkpoint, PACK / checkpoint)
     if not args.no_wheels:
         wheels = PACK / "wheels"
         wheels.mkdir(exist_ok=True)

@@ -1,6 +1,7 @@
 """Digital family (+ the colour ones): contrast, brightness, saturate, pixelate, jpeg, elastic."""
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 
@@ -45,18 +46,48 @@ def _jpeg_roundtrip_torchvision(u8: torch.Tensor, quality: int):
     Same library and defaults as PIL's save(quality=q) (4:2:0, islow DCT, fancy upsampling):
     bit-identical to the PIL path on CIFAR-10 and random images (tests compare them), ~3.5x
     faster because it skips PIL's Image/BytesIO machinery. Still one libjpeg call per image."""
-    with warnings.catch_warnings():  # torchvision >= 0.29 deprecates its codecs on every call
+    codec = _jpeg_codec()
+    if codec is None:
+        return None
+    encode, decode = codec
+    try:
+        with warnings.catch_warnings():  # torchvision >= 0.29 deprecates its public codecs
+            warnings.simplefilter("ignore", DeprecationWarning)
+            decoded = [decode(encode(image, int(quality))) for image in u8.cpu().contiguous()]
+    except RuntimeError:  # torchvision built without its image extension
+        return None
+    return torch.stack(decoded).to(u8.device)
+
+
+@functools.lru_cache(maxsize=None)
+def _jpeg_codec():
+    """(encode, decode) of one CHW uint8 image, or None (the caller falls back to PIL).
+
+    torchvision's image library is loaded on its own where its layout allows: `import
+    torchvision` (models, ops, torch._dynamo) costs a job ~2.5 s on a 2-core CPU."""
+    try:
+        import importlib.util
+        import os
+
+        folder = list(importlib.util.find_spec("torchvision").submodule_search_locations)[0]
+        library = min(n for n in os.listdir(folder)
+                      if n.startswith("image") and n.endswith((".so", ".pyd", ".dylib")))
+        torch.ops.load_library(os.path.join(folder, library))
+        ops = torch.ops.image
+        codec = (lambda image, q: ops.encode_jpeg(image, q),
+                 lambda data: ops.decode_jpeg(data, 3, False))  # 3: ImageReadMode.RGB
+        codec[1](codec[0](torch.zeros(3, 8, 8, dtype=torch.uint8), 75))  # the signatures fit
+        return codec
+    except Exception:  # noqa: BLE001 - not installed, or another layout: the public API
+        pass
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         try:
             from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
-        except ImportError:  # torchvision absent, or a release without the codecs: PIL path
+        except ImportError:
             return None
-        images = list(u8.cpu().contiguous())
-        try:
-            decoded = decode_jpeg(encode_jpeg(images, quality=int(quality)), mode=ImageReadMode.RGB)
-        except RuntimeError:  # torchvision built without its image extension
-            return None
-    return torch.stack(decoded).to(u8.device)
+    return (lambda image, q: encode_jpeg(image, quality=q),
+            lambda data: decode_jpeg(data, mode=ImageReadMode.RGB))
 
 
 def jpeg_roundtrip_pil(u8: torch.Tensor, quality: int) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """apply_corruption: dtypes, shapes, determinism per image, errors, and the exact helpers."""
 import functools
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -282,6 +283,39 @@ def test_jpeg_torchvision_round_trip_equals_pil(cifar_images):
         for quality in (80, 40, 7):
             got = _jpeg_roundtrip_torchvision(images, quality)
             assert got is not None and torch.equal(got, jpeg_roundtrip_pil(images, quality)), quality
+
+
+def test_jpeg_through_torchvision_io_when_its_library_cannot_be_loaded(cifar_images, monkeypatch):
+    """Another torchvision layout falls back to torchvision.io, with the same bytes."""
+    import importlib.util
+
+    from corruptions.ops import digital
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    digital._jpeg_codec.cache_clear()
+    try:
+        got = digital._jpeg_roundtrip_torchvision(cifar_images[:8], 40)
+    finally:
+        monkeypatch.undo()
+        digital._jpeg_codec.cache_clear()
+    assert got is not None and torch.equal(got, digital.jpeg_roundtrip_pil(cifar_images[:8], 40))
+
+
+def test_jpeg_codec_loads_without_importing_torchvision():
+    """The JPEG corruption must not pay torchvision's ~2.5 s import in every job; its bytes
+    still equal PIL's."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\n"
+            "from corruptions.ops.digital import _jpeg_roundtrip_torchvision, jpeg_roundtrip_pil\n"
+            "x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)\n"
+            "got = _jpeg_roundtrip_torchvision(x, 30)\n"
+            "assert got is not None and torch.equal(got, jpeg_roundtrip_pil(x, 30))\n"
+            "assert 'torchvision' not in sys.modules, 'torchvision was imported'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("name", ["shot_noise", "impulse_noise", "jpeg_compression", "pixelate"])

@@ -147,9 +147,13 @@ def test_missing_data_fails_its_cells_with_the_path(tmp_path, checkpoints):
     assert str(tmp_path / "no-such-folder") in table.loc["c10", "error"]
 
 
-def test_generated_corruption_cells_match_the_evaluate_module(tmp_path, checkpoints):
-    """The runner caches each corrupted set for the next model; the numbers must equal
-    robust_eval.evaluate.corruption's batched path (what `robust-eval evaluate` prints)."""
+def test_generated_corruption_cells_match_the_evaluate_module(tmp_path, checkpoints,
+                                                              monkeypatch):
+    """The runner generates each corrupted set once and feeds it to every model; the numbers
+    must equal robust_eval.evaluate.corruption's batched path (what `robust-eval evaluate`
+    prints)."""
+    import corruptions.generate
+
     from robust_eval.checkpoints import load_checkpoint
     from robust_eval.data import load_split
     from robust_eval.evaluate.corruption import corruption_rows
@@ -164,8 +168,19 @@ def test_generated_corruption_cells_match_the_evaluate_module(tmp_path, checkpoi
         "benchmarks": [{"type": "corruption", "corruptions": ["gaussian_noise", "pixelate"],
                         "severities": [4], "seed": 3}],
     }))
+    generated = []
+    original = corruptions.generate.apply_corruption
+
+    def counting(images, name, severity, **kwargs):
+        generated.append((name, severity, len(images)))
+        return original(images, name, severity, **kwargs)
+
+    monkeypatch.setattr(corruptions.generate, "apply_corruption", counting)
     summary = run_job(config, tmp_path / "out", progress=False, echo=lambda s: None)
+    monkeypatch.undo()
     assert [c.model for c in summary.cells] == ["a", "b", "a", "b"]  # models inner
+    cell_sets = [g for g in generated if g[2] == 40]  # examples.npz makes 3-image pictures
+    assert cell_sets == [("gaussian_noise", 4, 40), ("pixelate", 4, 40)]  # once, not per model
     data = load_split("digits", split="test", limit=40)
     for name, path in (("a", checkpoints["good"]), ("b", other)):
         expected = corruption_rows(load_checkpoint(path), data,
