@@ -77,8 +77,9 @@ def _environment_lines(results: ResultSet) -> List[str]:
     env = results.run.get("environment")
     lines = _flatten(env) if isinstance(env, dict) else []
     frame = results.frame
-    for column, label in (("device", "device (results)"), ("code_version", "code version (results)")):
-        values = sorted(set(frame[column].dropna().astype(str)))
+    for column, label in (("device", "device (results)"), ("code_version", "code version (results)"),
+                          ("precision", "precision (results)")):
+        values = sorted(set(frame[column].dropna().astype(str))) if column in frame else []
         if values:
             lines.append(f"{label}: {', '.join(values)}")
     dates = frame["created_at"].dropna().astype(str)

@@ -104,6 +104,19 @@ def normalize_frame(frame: pd.DataFrame, source: str = "results") -> pd.DataFram
     _recompute_accuracy(frame, source)
     frame["model"] = frame["model"].astype(str)
     frame["benchmark"] = frame["benchmark"].astype(str)
+    return precision_in_model(frame)
+
+
+def precision_in_model(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows measured in another precision than fp32 name it in their model ("resnet20 (bf16)"):
+    they are another measurement, never pooled with the fp32 rows of the same model."""
+    if "precision" not in frame.columns:
+        return frame
+    other = [not _blank(p) and str(p) != "fp32" for p in frame["precision"]]
+    if any(other):
+        frame = frame.copy()
+        frame.loc[other, "model"] = [f"{model} ({precision})" for model, precision in
+                                     zip(frame.loc[other, "model"], frame.loc[other, "precision"])]
     return frame
 
 

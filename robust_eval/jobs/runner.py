@@ -427,8 +427,10 @@ def _one_header(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_pivots(frame: pd.DataFrame, folder: Path) -> Dict[str, Path]:
+    from reports.results import precision_in_model
     from robust_eval.jobs import tables
 
+    frame = precision_in_model(frame)
     written: Dict[str, Path] = {}
     for name, builder in (("corruption_severity", tables.corruption_table),
                           ("accuracy_vs_eps", tables.eps_table),

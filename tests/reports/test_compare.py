@@ -132,3 +132,18 @@ def test_aggregate_groups_and_describe():
     assert describe(noise) == "label_noise symmetric 40% last_epoch"
     assert describe({}, label="corruption mean") == "corruption mean"
     assert describe(pd.Series({"benchmark": "clean", "corruption": None}).to_dict()) == "clean"
+
+
+def test_bf16_rows_are_another_model_paired_with_fp32(outcomes):
+    """`evaluate --precision bf16` into a folder that holds the fp32 rows: the report, the gate
+    and compare must never pool the two precisions; compare pairs them example by example."""
+    make, flip = outcomes
+    fp32 = np.random.default_rng(1).random(N) < 0.9
+    bf16 = flip(fp32, 12)
+    row = {"model": "resnet20", "dataset": "cifar10", "benchmark": "clean"}
+    results = make([({**row, "precision": "fp32"}, fp32), ({**row, "precision": "bf16"}, bf16)])
+    assert sorted(results.frame["model"]) == ["resnet20", "resnet20 (bf16)"]
+    table = compare_models(results, "resnet20")
+    cell = table[table["scope"] == "cell"].iloc[0]
+    assert cell["model"] == "resnet20 (bf16)" and cell["method"] == "paired McNemar"
+    assert cell["delta"] == pytest.approx(-100 * 12 / N)

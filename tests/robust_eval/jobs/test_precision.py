@@ -103,6 +103,12 @@ def test_runner_precision_override_and_the_precision_column(tmp_path):
         ("attack", "bf16"), ("clean", "bf16"), ("clean", "fp32")]
     clean = table[table["benchmark"] == "clean"]
     assert clean["cell_key"].is_unique and (clean["n"] == 24).all()
+    # reports and pivots keep the precisions apart: a bf16 row reads as its own model
+    from reports.results import load_results
+
+    assert sorted(set(load_results(tmp_path / "out").frame["model"])) == ["m", "m (bf16)"]
+    eps = pd.read_csv(tmp_path / "out" / "tables" / "accuracy_vs_eps.csv")
+    assert "m (bf16)/digits" in eps.columns
 
 
 def test_the_cli_flags_set_the_job_precision(tmp_path):
