@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every GPU measurement the open goals need, in one script (H100/H200). The step limits sum to
-# 780 s; ONLY="step names" runs some steps alone, e.g. to split it into two runs.
+# 900 s; ONLY="step names" runs some steps alone, e.g. to split it into two runs.
 #   first, beside ../shared:  python benchmarks/gpu_pack.py   (writes local/gpu; take it along)
 #   on a machine with CUDA:   bash benchmarks/gpu_checks.sh
 # Outputs land in $OUT when it is set, else in local/gpu-out. Each step has its own
@@ -37,10 +37,10 @@ step attack_speed 150 python3 benchmarks/attack_speed.py --device cuda --arch re
 step corruption_speed 90 python3 benchmarks/corruption_speed.py --device cuda --skip-reference \
     --n-ours 5000 --n-set 5000 --batch 5000 --repeats 1
 # issue 14: the whole battery (ResNet-20, clean + 15x5 corruptions + FGSM + PGD-10), job vs its
-# model-compute floor in fp32 and bf16 (the peer stack, imagecorruptions + robustbench, is not
-# packed: opencv alone is ~60 MB)
-step suite_speed 120 python3 benchmarks/suite_speed.py --device cuda --images 2000 --batch 500 \
-    --no-peer
+# model-compute floor in fp32 and bf16, and that floor through torch.compile (the peer stack,
+# imagecorruptions + robustbench, is not packed: opencv alone is ~60 MB)
+step suite_speed 240 python3 benchmarks/suite_speed.py --device cuda --images 2000 --batch 500 \
+    --no-peer --compile
 # issue 14: bf16 vs fp32 predictions of ResNet-20/56 (1,000 images, every severity, PGD 1/255 and
 # 2/255) and channels_last vs contiguous on the packed test images
 step precision_agreement 120 python3 benchmarks/precision_agreement.py --device cuda \
