@@ -64,27 +64,32 @@ def layout_agreement(names, device: str, batch: int) -> list:
     return rows
 
 
-def job_config(names, images: int, severities, batch: int, device: str) -> dict:
+BENCHMARKS = ("clean", "corruption", "pgd")
+
+
+def job_config(names, images: int, severities, batch: int, device: str,
+               benchmarks=BENCHMARKS) -> dict:
+    every = {"clean": {"type": "clean"},
+             "corruption": {"type": "corruption", "source": "generated", "params": "cifar10",
+                            "corruptions": "benchmark", "severities": list(severities)},
+             "pgd": {"type": "attack", "attack": "pgd", "eps": [1 / 255, 2 / 255], "steps": 10,
+                     "restarts": 1}}
     return {"name": "precision-agreement", "seed": 0, "device": device, "batch_size": batch,
             "models": [model_spec(n) for n in names],
             "datasets": [{"name": "cifar10", "kind": "cifar10",
                           "root": str(SHARED / "cifar10"), "split": "test", "limit": images}],
-            "benchmarks": [
-                {"type": "clean"},
-                {"type": "corruption", "source": "generated", "params": "cifar10",
-                 "corruptions": "benchmark", "severities": list(severities)},
-                {"type": "attack", "attack": "pgd", "eps": [1 / 255, 2 / 255], "steps": 10,
-                 "restarts": 1}]}
+            "benchmarks": [every[name] for name in benchmarks]}
 
 
 def precision_agreement(names, images: int, severities, batch: int, device: str,
-                        out: Path) -> list:
+                        out: Path, benchmarks=BENCHMARKS) -> list:
     import pandas as pd
 
     from robust_eval.jobs import run_job
 
     config = out / "agreement.yaml"
-    config.write_text(json.dumps(job_config(names, images, severities, batch, device)))
+    config.write_text(json.dumps(job_config(names, images, severities, batch, device,
+                                            benchmarks)))
     tables = {}
     for precision in ("fp32", "bf16"):
         began = time.perf_counter()
@@ -124,6 +129,8 @@ def main(argv=None) -> int:
     parser.add_argument("--severities", default="1,2,3,4,5")
     parser.add_argument("--batch", type=int, default=250)
     parser.add_argument("--parts", default="layout,precision")
+    parser.add_argument("--benchmarks", default=",".join(BENCHMARKS),
+                        help="of the precision part (default: clean,corruption,pgd)")
     parser.add_argument("--json", default=None, help="write the rows here")
     args = parser.parse_args(argv)
 
@@ -137,8 +144,12 @@ def main(argv=None) -> int:
         result["layout"] = layout_agreement(names, args.device, args.batch)
     if "precision" in args.parts:
         with tempfile.TemporaryDirectory() as tmp:
+            benchmarks = [b for b in args.benchmarks.split(",") if b]
+            unknown = sorted(set(benchmarks) - set(BENCHMARKS))
+            if unknown:
+                raise SystemExit(f"--benchmarks: unknown {unknown}; choose from {BENCHMARKS}")
             rows = precision_agreement(names, args.images, severities, args.batch, args.device,
-                                       Path(tmp))
+                                       Path(tmp), benchmarks)
         result["precision"] = rows
         print("| model | benchmark | cells | identical predictions | accuracy delta, points "
               "(bf16 - fp32): mean, largest |.| |")
