@@ -112,7 +112,8 @@ def precision_in_model(frame: pd.DataFrame) -> pd.DataFrame:
     they are another measurement, never pooled with the fp32 rows of the same model."""
     if "precision" not in frame.columns:
         return frame
-    other = [not _blank(p) and str(p) != "fp32" for p in frame["precision"]]
+    other = [not _blank(p) and str(p) != "fp32" and not str(m).endswith(f" ({p})")
+             for m, p in zip(frame["model"], frame["precision"])]  # a named frame stays as it is
     if any(other):
         frame = frame.copy()
         frame.loc[other, "model"] = [f"{model} ({precision})" for model, precision in

@@ -7,7 +7,7 @@ import pytest
 
 from reports.compare import (RECORD_COLUMNS, aggregate_groups, compare_models, describe,
                              folder_names, format_comparison, merge_results)
-from reports.results import ResultSet
+from reports.results import ResultSet, normalize_frame
 
 N = 800
 
@@ -143,6 +143,8 @@ def test_bf16_rows_are_another_model_paired_with_fp32(outcomes):
     row = {"model": "resnet20", "dataset": "cifar10", "benchmark": "clean"}
     results = make([({**row, "precision": "fp32"}, fp32), ({**row, "precision": "bf16"}, bf16)])
     assert sorted(results.frame["model"]) == ["resnet20", "resnet20 (bf16)"]
+    again = normalize_frame(results.frame)  # a frame read back and passed on again
+    assert sorted(again["model"]) == ["resnet20", "resnet20 (bf16)"]
     table = compare_models(results, "resnet20")
     cell = table[table["scope"] == "cell"].iloc[0]
     assert cell["model"] == "resnet20 (bf16)" and cell["method"] == "paired McNemar"
