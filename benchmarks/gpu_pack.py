@@ -2,9 +2,9 @@
 
 The device machine gets the working tree (64 MiB at most) but not ../shared, and lacks
 torchattacks: this writes a CIFAR-10 slice (first --train train and --test test images, the
-shared files' format), copies the ResNet-20/56 checkpoints (suite_speed.py, precision_agreement.py) and downloads
-the torchattacks wheel, so that one `carry: ["local/gpu"]` call can run every GPU measurement of
-docs/performance.md and docs/results.md.
+shared files' format), copies the ResNet-20/56 checkpoints (suite_speed.py,
+precision_agreement.py) and downloads the torchattacks wheel, so that one `carry: ["local/gpu"]`
+call can run every GPU measurement of docs/performance.md and docs/results.md.
 
     python benchmarks/gpu_pack.py [--train 10000] [--test 5000]
 """

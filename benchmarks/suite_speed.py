@@ -57,10 +57,11 @@ def job_config(images: int, batch: int, device: str) -> str:
 
 # ----------------------------------------------------------------------------- children
 def _test_images(n: int):
-    import numpy as np
+    """The first n test images (uint8 N,3,H,W) and labels, through the suite's own loader."""
+    from robust_eval.data import load_split
 
-    with np.load(SHARED / "cifar10" / "test.npz") as archive:
-        return archive["x"][:n], archive["y"][:n].astype("int64")
+    data = load_split("cifar10", str(SHARED / "cifar10"), split="test", limit=n)
+    return data.images, data.labels
 
 
 def _model(device: str, job_layout: bool):
@@ -93,9 +94,9 @@ def peer(args) -> dict:
     began = time.perf_counter()
     device = torch.device(args.device)
     model = _model(args.device, job_layout=False)
-    images, labels = _test_images(args.images)
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
-    y = torch.from_numpy(labels)
+    images, y = _test_images(args.images)
+    x = images.float().div(255)
+    images = images.permute(0, 2, 3, 1).numpy()  # imagecorruptions takes HWC arrays
     parts["load"] = time.perf_counter() - began
 
     began = time.perf_counter()
@@ -139,9 +140,8 @@ def floor(args) -> dict:
 
     device = torch.device(args.device)
     model = _model(args.device, job_layout=True)
-    images, labels = _test_images(args.images)
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-    y = torch.from_numpy(labels).to(device)
+    x, y = _test_images(args.images)
+    y = y.to(device)
     channels_last = next(model.parameters()).is_contiguous(memory_format=torch.channels_last)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     bf16 = args.precision == "bf16"
@@ -191,23 +191,21 @@ def floor(args) -> dict:
     return {"parts": parts, "channels_last": channels_last}
 
 
-def robust_eval_job(args) -> dict:
+def _job_parts(folder: Path) -> dict:
     """`robust-eval run` is the whole job; its cells' own seconds split it into parts."""
     import pandas as pd
 
-    folder = Path(args.out)
     frame = pd.read_csv(folder / "results.csv")
     parts = {kind: float(frame.loc[frame.benchmark == kind, "seconds"].sum())
              for kind in ("clean", "corruption")}
     for attack in ("fgsm", "pgd"):
         parts[attack] = float(frame.loc[frame.attack == attack, "seconds"].sum())
-    run = json.loads((folder / "run.json").read_text())
     accuracy = {"clean": float(frame.loc[frame.benchmark == "clean", "accuracy"].iloc[0]),
                 "corruption mean": float(frame.loc[frame.benchmark == "corruption",
                                                    "accuracy"].mean())}
     for attack in ("fgsm", "pgd"):
         accuracy[attack] = float(frame.loc[frame.attack == attack, "accuracy"].iloc[0])
-    return {"parts": parts, "accuracy": accuracy, "job seconds": run.get("seconds")}
+    return {"parts": parts, "accuracy": accuracy}
 
 
 # ----------------------------------------------------------------------------- parent
@@ -245,9 +243,7 @@ def _job(args, precision: str, config: Path, work: Path) -> dict:
     if done.returncode:
         raise SystemExit(f"robust-eval run failed ({done.returncode}):\n{done.stdout[-2000:]}"
                          f"\n{done.stderr[-3000:]}")
-    result = _child(args, "job-parts", ["--out", str(out)])
-    result["wall"] = wall
-    return result
+    return {**_job_parts(out), "wall": wall}
 
 
 def main(argv=None) -> int:
@@ -264,14 +260,13 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=None, help="write every measurement here")
     parser.add_argument("--role", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
-    parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.role:
         import torch
 
         torch.set_num_threads(args.threads if args.device == "cpu" else torch.get_num_threads())
-        role = {"peer": peer, "floor": floor, "job-parts": robust_eval_job}[args.role]
+        role = {"peer": peer, "floor": floor}[args.role]
         print(json.dumps(role(args)))
         return 0
 
